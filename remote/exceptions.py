@@ -1,0 +1,85 @@
+"""The exceptions of the ``remote`` package.
+
+Every message is written for an operator and never contains a secret
+(passwords, private keys, master passwords): callers may show ``str(exc)``
+in a notification, a log line or a record's ``error`` field as it is.
+"""
+
+
+class RemoteError(Exception):
+    """Base class of every error raised by this package."""
+
+
+class InvalidInput(RemoteError, ValueError):
+    """An argument was refused before anything was sent anywhere."""
+
+
+class InvalidDatabaseName(InvalidInput):
+    """A database name breaks Odoo's naming rule or is reserved."""
+
+
+# --- Odoo JSON-RPC ---------------------------------------------------------
+
+
+class RpcError(RemoteError):
+    """A JSON-RPC call to an Odoo server did not give a usable result."""
+
+
+class RpcTransportError(RpcError):
+    """No HTTP answer: refused, unresolvable, TLS failure, reset..."""
+
+
+class RpcTimeout(RpcTransportError):
+    """The connect timeout or the total deadline of a call ran out."""
+
+
+class RpcProtocolError(RpcError):
+    """An HTTP answer came but it is not a well-formed JSON-RPC answer.
+
+    HTTP error statuses, redirects, HTML pages, invalid JSON, a wrong ``id``,
+    an oversized body.
+    """
+
+
+class RpcRemoteError(RpcError):
+    """The server answered with a JSON-RPC ``error`` object.
+
+    ``code`` is the JSON-RPC code, ``name`` the Python exception name Odoo
+    reports in ``error.data.name`` (e.g. ``odoo.exceptions.AccessDenied``)
+    when there is one.
+    """
+
+    def __init__(self, message, code=None, name=None):
+        super().__init__(message)
+        self.code = code
+        self.name = name
+
+
+# --- PostgreSQL ------------------------------------------------------------
+
+
+class DatabaseError(RemoteError):
+    """A PostgreSQL operation failed (connection, clone, drop...)."""
+
+
+class DatabaseExists(DatabaseError):
+    """The target database of a clone already exists."""
+
+
+# --- SSH -------------------------------------------------------------------
+
+
+class SshError(RemoteError):
+    """An SSH connection or remote command failed."""
+
+
+class SshHostKeyError(SshError):
+    """The host key is unknown (none pinned) or differs from the pinned one."""
+
+
+class SshAuthError(SshError):
+    """The server refused the credentials."""
+
+
+class RemotePathExists(SshError):
+    """A copy was refused because its target already exists."""
