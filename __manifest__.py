@@ -1,0 +1,30 @@
+{
+    "name": "SaaS Manager",
+    "summary": "Register the Odoo servers that host client databases, watch their health "
+    "and capacity, keep template databases and provision instances by cloning them.",
+    "version": "18.0.1.0.0",
+    "category": "Administration",
+    "website": "https://github.com/saas-manager/saas_manager",
+    "author": "saas_manager developers",
+    "license": "LGPL-3",
+    "depends": ["base", "mail"],
+    "external_dependencies": {"python": ["requests", "psycopg2", "paramiko"]},
+    "data": [
+        "security/saas_manager_security.xml",
+        "security/ir.model.access.csv",
+        "data/ir_cron_data.xml",
+        "views/saas_server_views.xml",
+        "views/saas_server_health_check_views.xml",
+        "views/saas_instance_views.xml",
+        "views/saas_template_views.xml",
+        "views/saas_plan_views.xml",
+        "views/saas_manager_menus.xml",
+    ],
+    "assets": {
+        "web.assets_backend": [
+            "saas_manager/static/src/scss/saas_manager.scss",
+        ],
+    },
+    "application": True,
+    "installable": True,
+}

@@ -1,0 +1,5 @@
+from . import saas_server
+from . import saas_server_health_check
+from . import saas_plan
+from . import saas_template
+from . import saas_instance

@@ -1,0 +1,522 @@
+import ipaddress
+import logging
+import re
+
+from odoo import _, api, fields, models
+from odoo.exceptions import UserError, ValidationError
+
+from ..remote import capacity, health
+
+_logger = logging.getLogger(__name__)
+
+SECRET_GROUPS = "saas_manager.group_saas_admin"
+CODE_PATTERN = re.compile(r"[a-z0-9_-]+")
+# Instances in these states no longer hold a slot on their server.
+SLOT_FREE_STATES = ("failed", "terminated")
+SLOW_RESPONSE_MS = 2000
+
+
+class SaasServer(models.Model):
+    _name = "saas.server"
+    _description = "SaaS Server"
+    _inherit = ["mail.thread", "mail.activity.mixin"]
+    _order = "name, id"
+
+    # Bounds of one health check (seconds): connecting, and the whole call.
+    _health_connect_timeout = 5.0
+    _health_timeout = 10.0
+    # Concurrent checks of the cron's sweep.
+    _health_max_workers = 8
+
+    name = fields.Char(required=True, tracking=True)
+    code = fields.Char(
+        required=True,
+        tracking=True,
+        help="Short unique identifier: lowercase letters, digits, '_' and '-'.",
+    )
+    description = fields.Text()
+    server_url = fields.Char(
+        string="Server URL",
+        required=True,
+        tracking=True,
+        help="Base URL of the Odoo server, e.g. https://eu1.example.com "
+        "(its JSON-RPC endpoint is <URL>/jsonrpc).",
+    )
+    tls_ca_bundle = fields.Char(
+        string="TLS CA Bundle",
+        help="Path, on the host running SaaS Manager, of a CA bundle that signs this "
+        "server's certificate. Empty: the system's trusted CAs. TLS is always verified.",
+    )
+    ip_address = fields.Char(
+        string="IP Address",
+        help="Address used for SSH when set; otherwise the host of the server URL.",
+    )
+    port = fields.Integer(default=8069)
+    ssh_port = fields.Integer(string="SSH Port", default=22)
+    ssh_user = fields.Char(string="SSH User")
+    ssh_password = fields.Char(string="SSH Password", groups=SECRET_GROUPS, copy=False)
+    ssh_private_key = fields.Text(string="SSH Private Key", groups=SECRET_GROUPS, copy=False)
+    ssh_host_key = fields.Char(
+        string="SSH Host Key",
+        help="The server's public host key as ssh-keyscan prints it "
+        "(e.g. 'ssh-ed25519 AAAA...'). SSH connections are refused when it is empty "
+        "or when the server presents another key.",
+    )
+    db_host = fields.Char(string="Database Host", default="localhost")
+    db_port = fields.Integer(string="Database Port", default=5432)
+    db_user = fields.Char(string="Database User", default="odoo")
+    db_password = fields.Char(string="Database Password", groups=SECRET_GROUPS, copy=False)
+    master_password = fields.Char(
+        groups=SECRET_GROUPS,
+        copy=False,
+        help="The server's Odoo master password (admin_passwd), used to create template "
+        "databases through its database service.",
+    )
+    data_dir = fields.Char(
+        string="Data Directory",
+        default="/var/lib/odoo",
+        help="Odoo data directory on that host; filestores live in <data_dir>/filestore/<db>.",
+    )
+    instance_domain = fields.Char(
+        help="Wildcard domain of the instances, e.g. eu1.example.com: an instance is then "
+        "served at <scheme>://<subdomain>.<domain> (the server needs dbfilter = ^%d$). "
+        "Empty: <server URL>/web?db=<database>.",
+    )
+    cpu_cores = fields.Integer(string="CPU Cores")
+    memory_gb = fields.Float(string="Memory (GB)")
+    disk_gb = fields.Float(string="Disk (GB)")
+    max_instances = fields.Integer(required=True, default=50, tracking=True)
+    instance_ids = fields.One2many("saas.instance", "server_id", string="Instances")
+    instance_count = fields.Integer(
+        compute="_compute_capacity",
+        store=True,
+        help="Instances holding a slot: every state but failed and terminated.",
+    )
+    available_capacity = fields.Float(
+        string="Available Capacity (%)",
+        compute="_compute_capacity",
+        store=True,
+        digits=(16, 2),
+    )
+    used_capacity = fields.Float(
+        string="Used Capacity (%)",
+        compute="_compute_capacity",
+        store=True,
+        digits=(16, 2),
+    )
+    template_ids = fields.One2many("saas.template", "server_id", string="Templates")
+    state = fields.Selection(
+        [
+            ("draft", "Draft"),
+            ("active", "Active"),
+            ("maintenance", "Maintenance"),
+            ("offline", "Offline"),
+            ("disabled", "Disabled"),
+        ],
+        default="draft",
+        required=True,
+        tracking=True,
+        copy=False,
+    )
+    health_status = fields.Selection(
+        [
+            ("healthy", "Healthy"),
+            ("warning", "Warning"),
+            ("critical", "Critical"),
+            ("unknown", "Unknown"),
+        ],
+        default="unknown",
+        required=True,
+        copy=False,
+    )
+    last_check_date = fields.Datetime(copy=False, readonly=True)
+    server_version = fields.Char(copy=False, readonly=True)
+    response_time_ms = fields.Integer(string="Response Time (ms)", copy=False, readonly=True)
+    last_check_error = fields.Char(copy=False, readonly=True)
+    health_check_ids = fields.One2many(
+        "saas.server.health.check", "server_id", string="Health History", readonly=True
+    )
+
+    _sql_constraints = [
+        ("code_unique", "UNIQUE(code)", "Another server already uses this code."),
+        ("server_url_unique", "UNIQUE(server_url)", "Another server already uses this URL."),
+    ]
+
+    @api.depends("max_instances", "instance_ids.state")
+    def _compute_capacity(self):
+        for server in self:
+            server.instance_count = len(
+                server.instance_ids.filtered(lambda inst: inst.state not in SLOT_FREE_STATES)
+            )
+            server.available_capacity = capacity.available_capacity(
+                server.max_instances, server.instance_count
+            )
+            server.used_capacity = 100.0 - server.available_capacity
+
+    @api.constrains("code")
+    def _check_code(self):
+        for server in self:
+            if not CODE_PATTERN.fullmatch(server.code or ""):
+                raise ValidationError(
+                    _(
+                        "Server code %(code)r is not valid: use only lowercase letters, digits, "
+                        "'_' and '-' (for example 'eu1-prod').",
+                        code=server.code,
+                    )
+                )
+
+    @api.constrains("server_url")
+    def _check_server_url(self):
+        for server in self:
+            url = server.server_url or ""
+            if not url.startswith(("http://", "https://")) or "://" == url[-3:]:
+                raise ValidationError(
+                    _(
+                        "Server URL %(url)r must start with http:// or https:// and name a host.",
+                        url=url,
+                    )
+                )
+
+    @api.constrains("max_instances")
+    def _check_max_instances(self):
+        for server in self:
+            if server.max_instances <= 0:
+                raise ValidationError(
+                    _("Max instances of server %(name)s must be above 0.", name=server.name)
+                )
+
+    @api.constrains("ip_address")
+    def _check_ip_address(self):
+        for server in self.filtered("ip_address"):
+            try:
+                ipaddress.ip_address(server.ip_address)
+            except ValueError:
+                raise ValidationError(
+                    _(
+                        "IP address %(ip)r of server %(name)s is not a valid IPv4 or IPv6 "
+                        "address.",
+                        ip=server.ip_address,
+                        name=server.name,
+                    )
+                ) from None
+
+    @api.constrains("port", "ssh_port", "db_port")
+    def _check_ports(self):
+        labels = {
+            "port": _("Port"),
+            "ssh_port": _("SSH port"),
+            "db_port": _("Database port"),
+        }
+        for server in self:
+            for fname, label in labels.items():
+                if not 1 <= server[fname] <= 65535:
+                    raise ValidationError(
+                        _(
+                            "%(label)s of server %(name)s must be between 1 and 65535, "
+                            "not %(value)s.",
+                            label=label,
+                            name=server.name,
+                            value=server[fname],
+                        )
+                    )
+
+    @api.model
+    def _normalize_vals(self, vals):
+        if vals.get("server_url"):
+            vals["server_url"] = vals["server_url"].strip().rstrip("/")
+        for fname in ("code", "ip_address", "ssh_host_key"):
+            if isinstance(vals.get(fname), str):
+                vals[fname] = vals[fname].strip()
+        return vals
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        servers = super().create([self._normalize_vals(dict(vals)) for vals in vals_list])
+        for server in servers:
+            _logger.info(
+                "SaaS server %s (%s) created at %s", server.code, server.id, server.server_url
+            )
+        return servers
+
+    def write(self, vals):
+        vals = self._normalize_vals(dict(vals))
+        old_states = {server.id: server.state for server in self} if "state" in vals else {}
+        res = super().write(vals)
+        for server in self:
+            if server.id in old_states and old_states[server.id] != server.state:
+                _logger.info(
+                    "SaaS server %s state: %s -> %s",
+                    server.code,
+                    old_states[server.id],
+                    server.state,
+                )
+        return res
+
+    @api.ondelete(at_uninstall=False)
+    def _unlink_except_hosting_instances(self):
+        hosting = self.filtered("instance_ids")
+        if hosting:
+            raise UserError(
+                _(
+                    "Server %(names)s still hosts instances: terminate or move them before "
+                    "deleting it.",
+                    names=", ".join(hosting.mapped("name")),
+                )
+            )
+
+    # ------------------------------------------------------------------
+    # Health
+    # ------------------------------------------------------------------
+
+    def _health_target(self):
+        self.ensure_one()
+        return health.Target(
+            key=self.id,
+            url=self.server_url,
+            verify=self.tls_ca_bundle or True,
+        )
+
+    def _probe_all(self):
+        """Probe every server of ``self`` concurrently; return {server id: ProbeResult}.
+
+        Only network I/O happens in the pool's threads: no ORM access there.
+        """
+        targets = [server._health_target() for server in self]
+        return health.probe_many(
+            targets,
+            connect_timeout=self._health_connect_timeout,
+            timeout=self._health_timeout,
+            max_workers=self._health_max_workers,
+        )
+
+    def _health_status_for(self, result):
+        self.ensure_one()
+        if not result.online:
+            return "critical"
+        if (
+            result.response_time_ms > SLOW_RESPONSE_MS
+            or self.used_capacity >= capacity.WARNING_USED_PERCENT
+        ):
+            return "warning"
+        return "healthy"
+
+    def _apply_health_result(self, result):
+        """Record one probe result on the server: status, history row, state."""
+        self.ensure_one()
+        status = self._health_status_for(result)
+        now = fields.Datetime.now()
+        vals = {
+            "health_status": status,
+            "last_check_date": now,
+            "response_time_ms": result.response_time_ms,
+            "last_check_error": (result.error or "")[:250] or False,
+        }
+        if result.online:
+            vals["server_version"] = result.version or False
+        # Only the two states a check is allowed to move between; draft,
+        # maintenance and disabled are operator decisions.
+        if self.state == "active" and not result.online:
+            vals["state"] = "offline"
+        elif self.state == "offline" and result.online:
+            vals["state"] = "active"
+        self.write(vals)
+        # The history is written by the system, not by the user who pressed the button.
+        self.env["saas.server.health.check"].sudo().create(
+            {
+                "server_id": self.id,
+                "check_date": now,
+                "health_status": status,
+                "online": result.online,
+                "response_time_ms": result.response_time_ms,
+                "server_version": result.version or False,
+                "error": (result.error or "")[:250] or False,
+            }
+        )
+        log = _logger.info if result.online else _logger.warning
+        log(
+            "Health check of SaaS server %s (%s): %s, %s ms%s",
+            self.code,
+            self.server_url,
+            status,
+            result.response_time_ms,
+            f", {result.error}" if result.error else "",
+        )
+        return status
+
+    def _check_health(self):
+        """Probe ``self`` concurrently, then record each result in its own savepoint.
+
+        A server whose result cannot be recorded is logged and skipped; the others are
+        recorded. Returns the servers whose result could not be recorded.
+        """
+        results = self._probe_all()
+        failed = self.browse()
+        for server in self:
+            try:
+                with self.env.cr.savepoint():
+                    server._apply_health_result(results[server.id])
+            except Exception:
+                # One server's fault must never stop the sweep of the others.
+                _logger.exception("Recording the health check of SaaS server %s failed", server.code)
+                failed |= server
+        return failed
+
+    def action_check_health(self):
+        self._check_health()
+        return True
+
+    @api.model
+    def cron_check_all_servers_health(self):
+        """Cron: check every active, maintenance or offline server.
+
+        Offline servers are checked so that they can come back; the checks run
+        concurrently, so a sweep lasts about one check timeout.
+        """
+        servers = self.search([("state", "in", ("active", "maintenance", "offline"))])
+        _logger.info("Health check sweep of %s SaaS servers", len(servers))
+        failed = servers._check_health()
+        if failed:
+            _logger.error(
+                "Health check sweep: %s of %s servers could not be recorded (%s)",
+                len(failed),
+                len(servers),
+                ", ".join(failed.mapped("code")),
+            )
+        return True
+
+    def _test_connection(self):
+        """Return True when the server answers ``common.version`` over JSON-RPC.
+
+        Bounded in time, TLS verified, redirects not followed; never raises for a
+        network or protocol fault.
+        """
+        self.ensure_one()
+        return self._probe_all()[self.id].online
+
+    # ------------------------------------------------------------------
+    # Actions
+    # ------------------------------------------------------------------
+
+    def action_activate(self):
+        results = self._probe_all()
+        unreachable = [
+            (server, results[server.id]) for server in self if not results[server.id].online
+        ]
+        if unreachable:
+            raise UserError(
+                "\n".join(
+                    _(
+                        "Server %(name)s cannot be activated: %(reason)s",
+                        name=server.name,
+                        reason=result.error,
+                    )
+                    for server, result in unreachable
+                )
+            )
+        now = fields.Datetime.now()
+        for server in self:
+            result = results[server.id]
+            server.write(
+                {
+                    "state": "active",
+                    "health_status": "healthy",
+                    "last_check_date": now,
+                    "server_version": result.version or False,
+                    "response_time_ms": result.response_time_ms,
+                    "last_check_error": False,
+                }
+            )
+        return True
+
+    def action_deactivate(self):
+        hosting = self.filtered(lambda server: server.instance_count)
+        if hosting:
+            raise UserError(
+                _(
+                    "Server %(names)s still hosts instances and cannot be deactivated.",
+                    names=", ".join(hosting.mapped("name")),
+                )
+            )
+        self.write({"state": "disabled"})
+        return True
+
+    def action_maintenance(self):
+        self.write({"state": "maintenance"})
+        return True
+
+    def action_test_connection(self):
+        self.ensure_one()
+        result = self._probe_all()[self.id]
+        _logger.info(
+            "Connection test of SaaS server %s (%s): %s",
+            self.code,
+            self.server_url,
+            "online" if result.online else result.error,
+        )
+        if result.online:
+            params = {
+                "title": _("Connection successful"),
+                "message": _(
+                    "%(name)s answered: Odoo %(version)s in %(ms)s ms.",
+                    name=self.name,
+                    version=result.version or "?",
+                    ms=result.response_time_ms,
+                ),
+                "type": "success",
+            }
+        else:
+            params = {
+                "title": _("Connection failed"),
+                "message": _("%(name)s: %(reason)s", name=self.name, reason=result.error),
+                "type": "danger",
+            }
+        params["sticky"] = False
+        return {"type": "ir.actions.client", "tag": "display_notification", "params": params}
+
+    def action_view_instances(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id("saas_manager.saas_instance_action")
+        action["domain"] = [("server_id", "=", self.id)]
+        action["context"] = {"default_server_id": self.id}
+        return action
+
+    # ------------------------------------------------------------------
+    # API for other modules
+    # ------------------------------------------------------------------
+
+    @api.model
+    def get_available_server(self, min_capacity_percent=capacity.DEFAULT_AVAILABLE_MIN_PERCENT):
+        """Return the active server with the most free capacity.
+
+        :param min_capacity_percent: the least free capacity, in percent of
+            ``max_instances``, a server must have to qualify (0-100).
+        :return: one ``saas.server`` record; ties go to the server with the fewest
+            instances, then the oldest.
+        :raise UserError: when no active server has that much capacity free.
+
+        Runs one SQL query whatever the number of servers.
+        """
+        if (
+            isinstance(min_capacity_percent, bool)
+            or not isinstance(min_capacity_percent, int | float)
+            or not 0 <= min_capacity_percent <= 100
+        ):
+            raise UserError(
+                _(
+                    "The minimum capacity must be a percentage between 0 and 100, not %(value)r.",
+                    value=min_capacity_percent,
+                )
+            )
+        server = self.search(
+            [("state", "=", "active"), ("available_capacity", ">=", min_capacity_percent)],
+            order="available_capacity desc, instance_count asc, id asc",
+            limit=1,
+        )
+        if not server:
+            raise UserError(
+                _(
+                    "No active server has at least %(percent)s%% of its capacity free.",
+                    percent=min_capacity_percent,
+                )
+            )
+        return server
