@@ -1,5 +1,1 @@
-from . import saas_server
-from . import saas_server_health_check
-from . import saas_plan
-from . import saas_template
-from . import saas_instance
+from . import saas_instance, saas_plan, saas_server, saas_server_health_check, saas_template

@@ -3,9 +3,14 @@ import logging
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
-from ..remote import capacity, exceptions, names
+from ..remote import capacity, exceptions, names, pg_clone, ssh
 
 _logger = logging.getLogger(__name__)
+
+# Instances that hold a slot when another instance of the server is provisioned.
+# Drafts are requests, not reservations: were they counted, two drafts competing
+# for a server's last slot would each see the other and neither would get it.
+PROVISIONED_STATES = ("provisioning", "running", "suspended")
 
 
 class SaasInstance(models.Model):
@@ -64,15 +69,11 @@ class SaasInstance(models.Model):
         else the first active server, else none. Never raises."""
         servers = self.env["saas.server"]
         try:
-            return servers.get_available_server(
-                min_capacity_percent=capacity.PROVISION_MIN_PERCENT
-            )
+            return servers.get_available_server(min_capacity_percent=capacity.PROVISION_MIN_PERCENT)
         except UserError:
             return servers.search([("state", "=", "active")], limit=1)
 
-    @api.depends(
-        "database_name", "subdomain", "server_id.server_url", "server_id.instance_domain"
-    )
+    @api.depends("database_name", "subdomain", "server_id.server_url", "server_id.instance_domain")
     def _compute_url(self):
         for instance in self:
             server = instance.server_id
@@ -101,3 +102,250 @@ class SaasInstance(models.Model):
                 raise ValidationError(
                     _("Subdomain %(value)r: %(reason)s", value=instance.subdomain, reason=exc)
                 ) from None
+
+    # ------------------------------------------------------------------
+    # Provisioning
+    # ------------------------------------------------------------------
+
+    def _check_can_provision(self):
+        """Validate, in the documented order, that this instance can be provisioned.
+
+        Locks the server's row first, so that two provisions for its last slot
+        are serialised: the second one sees the first and is refused.
+        """
+        self.ensure_one()
+        if self.state not in ("draft", "failed"):
+            raise UserError(
+                _(
+                    "Instance %(name)s is %(state)s: only a draft or failed instance can be "
+                    "provisioned.",
+                    name=self.name,
+                    state=self.state,
+                )
+            )
+        server = self.server_id
+        if server.state != "active":
+            raise UserError(
+                _(
+                    "Server %(server)s is not active: instance %(name)s cannot be provisioned "
+                    "there.",
+                    server=server.name,
+                    name=self.name,
+                )
+            )
+        others = self._count_provisioned_on_server()
+        if not capacity.has_capacity(server.max_instances, others):
+            raise UserError(
+                _(
+                    "Server %(server)s has less than %(percent)s%% of its capacity left "
+                    "(%(count)s of %(max)s instances).",
+                    server=server.name,
+                    percent=capacity.PROVISION_MIN_PERCENT,
+                    count=others,
+                    max=server.max_instances,
+                )
+            )
+        template = self.template_id
+        if not template:
+            raise UserError(_("Instance %(name)s has no template.", name=self.name))
+        if template.state != "ready":
+            raise UserError(
+                _(
+                    "Template %(template)s is not ready (it is %(state)s).",
+                    template=template.name,
+                    state=template.state,
+                )
+            )
+        if template.server_id != server:
+            raise UserError(
+                _(
+                    "Template %(template)s is on server %(template_server)s, not on "
+                    "%(server)s: an instance is cloned on the server of its template.",
+                    template=template.name,
+                    template_server=template.server_id.name,
+                    server=server.name,
+                )
+            )
+
+    def _count_provisioned_on_server(self):
+        """Lock the server row and count its other provisioned instances."""
+        self.ensure_one()
+        self.env["saas.instance"].flush_model(["state", "server_id"])
+        cr = self.env.cr
+        cr.execute("SELECT id FROM saas_server WHERE id = %s FOR UPDATE", [self.server_id.id])
+        cr.execute(
+            """
+            SELECT count(*) FROM saas_instance
+             WHERE server_id = %s AND id != %s AND state IN %s
+            """,
+            [self.server_id.id, self.id, PROVISIONED_STATES],
+        )
+        return cr.fetchone()[0]
+
+    def _base_url(self):
+        """The clone's web.base.url: the instance's own origin."""
+        self.ensure_one()
+        server = self.server_id
+        if server.instance_domain and self.subdomain:
+            return self.url
+        return server.server_url
+
+    def action_provision(self):
+        """Clone the template into this instance's database and copy its filestore.
+
+        Checks fail with a UserError and change nothing. A failure on the remote
+        systems leaves no database or filestore behind, marks the instance
+        ``failed`` with the reason and frees its slot; it is reported by a
+        notification rather than an exception, which would roll back that record.
+        """
+        failures = []
+        for instance in self:
+            instance._check_can_provision()
+            if not instance._provision():
+                failures.append(instance)
+        if not failures:
+            return True
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {
+                "title": _("Provisioning failed"),
+                "message": "\n".join(f"{instance.name}: {instance.error}" for instance in failures),
+                "type": "danger",
+                "sticky": True,
+                "next": {"type": "ir.actions.act_window_close"},
+            },
+        }
+
+    def action_retry(self):
+        """Provision a failed instance again."""
+        for instance in self:
+            if instance.state != "failed":
+                raise UserError(
+                    _(
+                        "Only a failed instance can be retried; %(name)s is %(state)s.",
+                        name=instance.name,
+                        state=instance.state,
+                    )
+                )
+        return self.action_provision()
+
+    def _provision(self):
+        """Do the remote work of a checked instance; return True on success."""
+        self.ensure_one()
+        server = self.server_id
+        template = self.template_id
+        self.write({"state": "provisioning", "error": False})
+        source = server._filestore_path(template.database_name)
+        target = server._filestore_path(self.database_name)
+        _logger.info(
+            "Provisioning instance %s on %s from template %s",
+            self.database_name,
+            server.code,
+            template.database_name,
+        )
+        try:
+            ssh_settings = server._ssh_settings()
+            pg_params = server._pg_params()
+            with ssh.SshSession(ssh_settings) as session:
+                result = pg_clone.clone_database(
+                    pg_params,
+                    template.database_name,
+                    self.database_name,
+                    base_url=self._base_url(),
+                    after_clone=lambda _db: session.copy_tree(source, target),
+                )
+        except (exceptions.RemoteError, UserError) as exc:
+            reason = str(exc.args[0]) if isinstance(exc, UserError) else str(exc)
+            self.write({"state": "failed", "error": reason})
+            self.message_post(body=_("Provisioning failed: %(reason)s", reason=reason))
+            _logger.warning(
+                "Provisioning instance %s on %s failed: %s", self.database_name, server.code, reason
+            )
+            return False
+        self.write({"state": "running", "provisioned_date": fields.Datetime.now()})
+        self.message_post(
+            body=_(
+                "Provisioned on %(server)s from %(template)s in %(seconds).2f s.",
+                server=server.name,
+                template=template.name,
+                seconds=result.duration_s,
+            )
+        )
+        _logger.info(
+            "Instance %s provisioned on %s in %.2f s (strategy %s)",
+            self.database_name,
+            server.code,
+            result.duration_s,
+            result.strategy,
+        )
+        return True
+
+    # ------------------------------------------------------------------
+    # Life cycle
+    # ------------------------------------------------------------------
+
+    def action_suspend(self):
+        for instance in self:
+            if instance.state != "running":
+                raise UserError(
+                    _(
+                        "Only a running instance can be suspended; %(name)s is %(state)s.",
+                        name=instance.name,
+                        state=instance.state,
+                    )
+                )
+        self.write({"state": "suspended"})
+        return True
+
+    def action_resume(self):
+        for instance in self:
+            if instance.state != "suspended":
+                raise UserError(
+                    _(
+                        "Only a suspended instance can be resumed; %(name)s is %(state)s.",
+                        name=instance.name,
+                        state=instance.state,
+                    )
+                )
+        self.write({"state": "running"})
+        return True
+
+    def action_terminate(self):
+        """Drop the instance's database and filestore, then free its slot.
+
+        Safe to repeat: what is already gone is skipped.
+        """
+        for instance in self:
+            if instance.state in ("provisioning", "terminated"):
+                raise UserError(
+                    _(
+                        "Instance %(name)s is %(state)s and cannot be terminated.",
+                        name=instance.name,
+                        state=instance.state,
+                    )
+                )
+            instance._drop_remote()
+        self.write({"state": "terminated"})
+        return True
+
+    def _drop_remote(self):
+        self.ensure_one()
+        server = self.server_id
+        if self.state == "draft":
+            return
+        try:
+            pg_clone.drop_database(server._pg_params(), self.database_name)
+            path = server._filestore_path(self.database_name)
+            with ssh.SshSession(server._ssh_settings()) as session:
+                if session.path_exists(path):
+                    session.remove_tree(path)
+        except exceptions.RemoteError as exc:
+            raise UserError(
+                _(
+                    "Instance %(name)s could not be terminated: %(reason)s",
+                    name=self.name,
+                    reason=exc,
+                )
+            ) from None
+        _logger.info("Instance %s on %s terminated", self.database_name, server.code)

@@ -1,15 +1,16 @@
 import ipaddress
 import logging
 import re
+from urllib.parse import urlsplit
 
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
-from ..remote import capacity, health
+from ..remote import capacity, health, odoo_rpc, pg_clone, ssh
 
 _logger = logging.getLogger(__name__)
 
-SECRET_GROUPS = "saas_manager.group_saas_admin"
+ADMIN_GROUP = "saas_manager.group_saas_admin"
 CODE_PATTERN = re.compile(r"[a-z0-9_-]+")
 # Instances in these states no longer hold a slot on their server.
 SLOT_FREE_STATES = ("failed", "terminated")
@@ -54,8 +55,8 @@ class SaasServer(models.Model):
     port = fields.Integer(default=8069)
     ssh_port = fields.Integer(string="SSH Port", default=22)
     ssh_user = fields.Char(string="SSH User")
-    ssh_password = fields.Char(string="SSH Password", groups=SECRET_GROUPS, copy=False)
-    ssh_private_key = fields.Text(string="SSH Private Key", groups=SECRET_GROUPS, copy=False)
+    ssh_password = fields.Char(string="SSH Password", groups=ADMIN_GROUP, copy=False)
+    ssh_private_key = fields.Text(string="SSH Private Key", groups=ADMIN_GROUP, copy=False)
     ssh_host_key = fields.Char(
         string="SSH Host Key",
         help="The server's public host key as ssh-keyscan prints it "
@@ -65,9 +66,9 @@ class SaasServer(models.Model):
     db_host = fields.Char(string="Database Host", default="localhost")
     db_port = fields.Integer(string="Database Port", default=5432)
     db_user = fields.Char(string="Database User", default="odoo")
-    db_password = fields.Char(string="Database Password", groups=SECRET_GROUPS, copy=False)
+    db_password = fields.Char(string="Database Password", groups=ADMIN_GROUP, copy=False)
     master_password = fields.Char(
-        groups=SECRET_GROUPS,
+        groups=ADMIN_GROUP,
         copy=False,
         help="The server's Odoo master password (admin_passwd), used to create template "
         "databases through its database service.",
@@ -169,7 +170,7 @@ class SaasServer(models.Model):
     def _check_server_url(self):
         for server in self:
             url = server.server_url or ""
-            if not url.startswith(("http://", "https://")) or "://" == url[-3:]:
+            if not url.startswith(("http://", "https://")) or not urlsplit(url).hostname:
                 raise ValidationError(
                     _(
                         "Server URL %(url)r must start with http:// or https:// and name a host.",
@@ -293,9 +294,8 @@ class SaasServer(models.Model):
         self.ensure_one()
         if not result.online:
             return "critical"
-        if (
-            result.response_time_ms > SLOW_RESPONSE_MS
-            or self.used_capacity >= capacity.WARNING_USED_PERCENT
+        if result.response_time_ms > SLOW_RESPONSE_MS or capacity.is_nearly_full(
+            self.max_instances, self.instance_count
         ):
             return "warning"
         return "healthy"
@@ -357,7 +357,9 @@ class SaasServer(models.Model):
                     server._apply_health_result(results[server.id])
             except Exception:
                 # One server's fault must never stop the sweep of the others.
-                _logger.exception("Recording the health check of SaaS server %s failed", server.code)
+                _logger.exception(
+                    "Recording the health check of SaaS server %s failed", server.code
+                )
                 failed |= server
         return failed
 
@@ -392,6 +394,66 @@ class SaasServer(models.Model):
         """
         self.ensure_one()
         return self._probe_all()[self.id].online
+
+    # ------------------------------------------------------------------
+    # Settings for the remote package (secrets read here, at the point of use)
+    # ------------------------------------------------------------------
+
+    def _rpc_client(self, timeout=None):
+        """A JSON-RPC client for this server (close it, or use it with ``with``)."""
+        self.ensure_one()
+        return odoo_rpc.OdooRpcClient(
+            self.server_url,
+            connect_timeout=self._health_connect_timeout,
+            timeout=timeout or self._health_timeout,
+            verify=self.tls_ca_bundle or True,
+        )
+
+    def _master_password(self):
+        self.ensure_one()
+        password = self.sudo().master_password
+        if not password:
+            raise UserError(
+                _(
+                    "Server %(name)s has no master password: an administrator must set it.",
+                    name=self.name,
+                )
+            )
+        return password
+
+    def _pg_params(self):
+        """Connection settings of this server's PostgreSQL."""
+        self.ensure_one()
+        return pg_clone.ConnectionParams(
+            host=self.db_host or "localhost",
+            port=self.db_port,
+            user=self.db_user or "odoo",
+            password=self.sudo().db_password or None,
+        )
+
+    def _ssh_host(self):
+        self.ensure_one()
+        return self.ip_address or urlsplit(self.server_url).hostname
+
+    def _ssh_settings(self):
+        """SSH settings of this host; the pinned host key is required."""
+        self.ensure_one()
+        server_sudo = self.sudo()
+        if not self.ssh_user:
+            raise UserError(_("Server %(name)s has no SSH user.", name=self.name))
+        return ssh.SshSettings(
+            host=self._ssh_host(),
+            port=self.ssh_port,
+            username=self.ssh_user,
+            password=server_sudo.ssh_password or None,
+            private_key=server_sudo.ssh_private_key or None,
+            host_key=self.ssh_host_key or "",
+        )
+
+    def _filestore_path(self, database_name):
+        self.ensure_one()
+        data_dir = (self.data_dir or "/var/lib/odoo").rstrip("/")
+        return f"{data_dir}/filestore/{database_name}"
 
     # ------------------------------------------------------------------
     # Actions

@@ -1,7 +1,21 @@
+import logging
+import re
+import secrets
+
 from odoo import _, api, fields, models
-from odoo.exceptions import ValidationError
+from odoo.exceptions import UserError, ValidationError
 
 from ..remote import exceptions, names
+
+_logger = logging.getLogger(__name__)
+
+MODULE_NAME = re.compile(r"[a-z0-9_]+")
+# Seconds the managed server may spend installing the modules of a template.
+INSTALL_TIMEOUT = 1800.0
+
+
+class TemplateError(Exception):
+    """A template step failed for a reason found in Odoo's answers."""
 
 
 class SaasTemplate(models.Model):
@@ -66,3 +80,211 @@ class SaasTemplate(models.Model):
                 names.validate_database_name(template.database_name or "")
             except exceptions.InvalidDatabaseName as exc:
                 raise ValidationError(str(exc)) from None
+
+    @api.constrains("module_names")
+    def _check_module_names(self):
+        for template in self:
+            template._module_list()
+
+    def _module_list(self):
+        """The technical names of ``module_names``, in order, without duplicates."""
+        self.ensure_one()
+        modules = []
+        for item in (self.module_names or "").split(","):
+            module = item.strip()
+            if not module:
+                continue
+            if not MODULE_NAME.fullmatch(module):
+                raise ValidationError(
+                    _(
+                        "%(module)r is not a module's technical name (lowercase letters, "
+                        "digits and '_', e.g. sale_management).",
+                        module=module,
+                    )
+                )
+            if module not in modules:
+                modules.append(module)
+        return modules
+
+    def action_create_database(self):
+        """Queue the creation of the template databases; a cron job does the work.
+
+        Creating a database and installing modules takes minutes, longer than an
+        HTTP worker may run, so the button only checks and queues.
+        """
+        for template in self:
+            if template.state not in ("draft", "failed"):
+                raise UserError(
+                    _(
+                        "Template %(name)s is %(state)s: only a draft or failed template "
+                        "can be created.",
+                        name=template.name,
+                        state=template.state,
+                    )
+                )
+            template._check_server_active()
+            template.server_id._master_password()
+        self.write({"state": "creating", "error": False})
+        self.env.ref("saas_manager.ir_cron_saas_template_create")._trigger()
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {
+                "title": _("Template database queued"),
+                "message": _(
+                    "%(names)s will be created in the background; this page shows the result "
+                    "when you reload it.",
+                    names=", ".join(self.mapped("name")),
+                ),
+                "type": "info",
+                "sticky": False,
+                "next": {"type": "ir.actions.act_window_close"},
+            },
+        }
+
+    def _check_server_active(self):
+        self.ensure_one()
+        if self.server_id.state != "active":
+            raise UserError(
+                _(
+                    "Server %(server)s of template %(name)s is not active.",
+                    server=self.server_id.name,
+                    name=self.name,
+                )
+            )
+
+    @api.model
+    def _cron_create_databases(self):
+        """Cron: create the databases of the templates waiting in ``creating``."""
+        for template in self.search([("state", "=", "creating")]):
+            template._create_database()
+            # Each template is hours of nobody's time if lost: keep its result
+            # even when a later one breaks the worker.
+            self.env.cr.commit()  # pylint: disable=invalid-commit
+
+    def _create_database(self):
+        """Create this template's database now and install its modules.
+
+        On success the template is ``ready``; on any failure it is ``failed`` with
+        the reason, and a database this call made is dropped. Returns True when ready.
+        """
+        self.ensure_one()
+        server = self.server_id
+        db = self.database_name
+        try:
+            self._check_server_active()
+            master = server._master_password()
+            modules = self._module_list()
+        except (UserError, ValidationError) as exc:
+            return self._mark_failed(str(exc.args[0]))
+
+        _logger.info("Creating template database %s on %s", db, server.code)
+        client = server._rpc_client(timeout=INSTALL_TIMEOUT)
+        # Set before the call: a create that fails half-way may leave a database,
+        # and none existed before (checked below), so whatever is there is ours.
+        attempted = False
+        try:
+            if client.database_exists(db):
+                return self._mark_failed(
+                    _(
+                        "Database %(db)s already exists on %(server)s: choose another name "
+                        "or remove it there.",
+                        db=db,
+                        server=server.name,
+                    )
+                )
+            # Nobody logs in with it: only this call needs it, to install the modules.
+            admin_password = secrets.token_urlsafe(24)
+            attempted = True
+            client.create_database(master, db, self.demo, self.lang, admin_password)
+            if modules:
+                self._install_modules(client, admin_password, modules)
+        except (exceptions.RemoteError, TemplateError) as exc:
+            reason = str(exc)
+            if attempted:
+                reason = self._drop_after_failure(client, master, reason)
+            return self._mark_failed(reason)
+        finally:
+            client.close()
+        self.write({"state": "ready", "error": False})
+        self.message_post(body=_("Template database %(db)s is ready.", db=db))
+        _logger.info("Template database %s on %s is ready", db, server.code)
+        return True
+
+    def _install_modules(self, client, admin_password, modules):
+        db = self.database_name
+        uid = client.login(db, "admin", admin_password)
+        if not uid:
+            raise TemplateError(_("The new database %(db)s refused the admin login.", db=db))
+        found = client.execute_kw(
+            db,
+            uid,
+            admin_password,
+            "ir.module.module",
+            "search_read",
+            [[("name", "in", modules)]],
+            {"fields": ["name", "state"]},
+        )
+        unknown = sorted(set(modules) - {module["name"] for module in found})
+        if unknown:
+            raise TemplateError(
+                _(
+                    "Server %(server)s has no module %(modules)s.",
+                    server=self.server_id.name,
+                    modules=", ".join(unknown),
+                )
+            )
+        ids = [module["id"] for module in found]
+        client.execute_kw(
+            db, uid, admin_password, "ir.module.module", "button_immediate_install", [ids]
+        )
+        installed = client.execute_kw(
+            db,
+            uid,
+            admin_password,
+            "ir.module.module",
+            "search_read",
+            [[("id", "in", ids), ("state", "!=", "installed")]],
+            {"fields": ["name"]},
+        )
+        if installed:
+            raise TemplateError(
+                _(
+                    "Modules %(modules)s did not install.",
+                    modules=", ".join(module["name"] for module in installed),
+                )
+            )
+
+    def _drop_after_failure(self, client, master, reason):
+        """Drop the half-made database; return the reason to record."""
+        db = self.database_name
+        try:
+            if client.database_exists(db):
+                client.drop_database(master, db)
+                _logger.info("Dropped half-created template database %s", db)
+        except exceptions.RemoteError as exc:
+            _logger.error("Could not drop half-created template database %s: %s", db, exc)
+            return _(
+                "%(reason)s\nThe half-created database %(db)s could not be dropped: %(error)s",
+                reason=reason,
+                db=db,
+                error=exc,
+            )
+        return reason
+
+    def _mark_failed(self, reason):
+        self.write({"state": "failed", "error": reason})
+        self.message_post(body=_("Template database creation failed: %(reason)s", reason=reason))
+        _logger.warning(
+            "Template database %s on %s failed: %s",
+            self.database_name,
+            self.server_id.code,
+            reason,
+        )
+        return False
+
+    def action_reset_to_draft(self):
+        self.filtered(lambda template: template.state == "failed").write(
+            {"state": "draft", "error": False}
+        )
+        return True

@@ -15,7 +15,12 @@ class TestGetAvailableServer(SaasCase):
         self.make_instances(busy, 5)
         self.make_instances(free, 2)
         self.assertEqual(self.Server.get_available_server(), free)
-        self.Instance.create([{"name": f"more {n}", "database_name": f"more_{n}", "server_id": free.id} for n in range(4)])
+        self.Instance.create(
+            [
+                {"name": f"more {n}", "database_name": f"more_{n}", "server_id": free.id}
+                for n in range(4)
+            ]
+        )
         self.assertEqual(self.Server.get_available_server(), busy)
 
     def test_ties_go_to_fewest_instances_then_oldest(self):

@@ -92,9 +92,7 @@ class TestSaasServerHealth(HttpCase, SaasCase):
         self.make_instances(server, 8)
         server.action_check_health()
         self.assertEqual(server.health_status, "healthy", "80 % used")
-        self.Instance.create(
-            {"name": "ninth", "database_name": "ninth_db", "server_id": server.id}
-        )
+        self.Instance.create({"name": "ninth", "database_name": "ninth_db", "server_id": server.id})
         server.action_check_health()
         self.assertEqual(server.used_capacity, 90.0)
         self.assertEqual(server.health_status, "warning", "≥ 90 % used")
@@ -113,7 +111,9 @@ class TestSaasServerHealth(HttpCase, SaasCase):
     def test_cron_checks_the_right_states(self):
         checked = {}
         for state in ("draft", "active", "maintenance", "offline", "disabled"):
-            server = self.make_server(server_url=self.live_url if state != "offline" else self.dead_url)
+            server = self.make_server(
+                server_url=self.live_url if state != "offline" else self.dead_url
+            )
             server.state = state
             checked[state] = server
         with mute_logger(SERVER_LOGGER):
@@ -133,9 +133,11 @@ class TestSaasServerHealth(HttpCase, SaasCase):
         self.assertEqual(server.state, "active")
 
     def test_cron_one_failing_server_does_not_stop_the_others(self):
-        servers = self.make_server(server_url=self.live_url) | self.make_server(
-            server_url=self.live_url
-        ) | self.make_server(server_url=self.live_url)
+        servers = (
+            self.make_server(server_url=self.live_url)
+            | self.make_server(server_url=self.live_url)
+            | self.make_server(server_url=self.live_url)
+        )
         servers.write({"state": "active"})
         broken = servers[1]
         original = SaasServer._apply_health_result
@@ -145,9 +147,10 @@ class TestSaasServerHealth(HttpCase, SaasCase):
                 raise RuntimeError("recording failed")
             return original(server, result)
 
-        with patch.object(SaasServer, "_apply_health_result", apply_or_fail), self.assertLogs(
-            SERVER_LOGGER, "ERROR"
-        ) as logs:
+        with (
+            patch.object(SaasServer, "_apply_health_result", apply_or_fail),
+            self.assertLogs(SERVER_LOGGER, "ERROR") as logs,
+        ):
             self.Server.cron_check_all_servers_health()
         self.assertIn(broken.code, "\n".join(logs.output))
         for server in servers - broken:
@@ -165,8 +168,9 @@ class TestSaasServerHealth(HttpCase, SaasCase):
                 raise RuntimeError("unexpected fault in the probe")
             return original(url, **kwargs)
 
-        with patch.object(health, "probe", probe_or_raise), mute_logger(
-            SERVER_LOGGER, "odoo.addons.saas_manager.remote.health"
+        with (
+            patch.object(health, "probe", probe_or_raise),
+            mute_logger(SERVER_LOGGER, "odoo.addons.saas_manager.remote.health"),
         ):
             self.Server.cron_check_all_servers_health()
         self.assertEqual((good.state, good.health_status), ("active", "healthy"))
