@@ -444,10 +444,10 @@ class OdooRpcClient:
         # No proxies, .netrc credentials or CA bundles picked up from the
         # environment: the call does what the arguments say, nothing more.
         session.trust_env = False
-        session.max_redirects = 0
         adapter = _DeadlineAdapter(max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
+        self._adapter = adapter
         session.headers.update(
             {
                 "User-Agent": USER_AGENT,
@@ -523,15 +523,23 @@ class OdooRpcClient:
         previous = _deadline()
         _call_state.deadline = deadline
         try:
-            try:
-                response = self._session.post(
+            prepared = self._session.prepare_request(
+                requests.Request(
+                    "POST",
                     self.endpoint,
                     data=body,
                     headers={"Content-Type": "application/json"},
+                )
+            )
+            try:
+                # The adapter, not Session.send: with allow_redirects=False
+                # the session still reads a 3xx body whole (to find the next
+                # request), with no size limit.
+                response = self._adapter.send(
+                    prepared,
+                    stream=True,
                     timeout=(min(self.connect_timeout, total), total),
                     verify=self.verify,
-                    allow_redirects=False,
-                    stream=True,
                 )
             except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
                 raise self._transport_error(exc, what, total) from exc
