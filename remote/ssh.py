@@ -82,6 +82,7 @@ _KILL_TIMEOUT = 15.0
 _PID_MARKER = "saas-ssh-pgid:"
 _PID_LINE = re.compile(rb"saas-ssh-pgid:(\d+)\n")
 _PID_SEARCH_BYTES = 4096
+_PID_GRACE_SECONDS = 5.0
 
 # Host key types the pin may have, and the host key algorithms that prove possession
 # of a key of that type (an RSA key signs with rsa-sha2-* on any current server).
@@ -586,6 +587,13 @@ class SshSession:
             stderr = _Capture(cap, find_pid=kill_on_timeout)
             if not self._collect(channel, deadline, stdout, stderr):
                 if kill_on_timeout:
+                    # A command stopped while its shell was still starting has not
+                    # reported its process group yet: wait a little for it.
+                    grace = time.monotonic() + _PID_GRACE_SECONDS
+                    while stderr.pid is None and time.monotonic() < grace:
+                        step = min(grace, time.monotonic() + _POLL_SECONDS)
+                        if self._collect(channel, step, stdout, stderr):
+                            break  # it ended after all
                     self._kill(channel, stderr.pid)
                 raise self._timeout_error(timeout)
             return CommandResult(

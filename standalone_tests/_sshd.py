@@ -42,9 +42,9 @@ def generate_key(path, key_type, passphrase="", bits=None, pem=False):
     path = Path(path)
     argv = [SSH_KEYGEN, "-q", "-t", key_type, "-N", passphrase, "-C", path.name, "-f", str(path)]
     if bits:
-        argv[3:3] = ["-b", str(bits)]
+        argv += ["-b", str(bits)]
     if pem:
-        argv[3:3] = ["-m", "PEM"]
+        argv += ["-m", "PEM"]
     subprocess.run(argv, check=True, capture_output=True, timeout=60)
     public = path.with_name(path.name + ".pub").read_text().strip()
     return path.read_text(), public
@@ -137,7 +137,11 @@ class Sshd:
             self.port = free_port()
             config = self._write_config()
             check = subprocess.run(
-                [SSHD, "-t", "-f", str(config)], capture_output=True, text=True, timeout=30
+                [SSHD, "-t", "-f", str(config)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
             )
             if check.returncode != 0:
                 raise RuntimeError(f"sshd refused its test config: {check.stderr.strip()}")
