@@ -751,13 +751,16 @@ class OdooRpcClient:
         country_code=None,
         phone=None,
         *,
-        timeout=CREATE_DATABASE_TIMEOUT,
+        timeout=None,
     ):
-        """``db.create_database``: create and initialise ``db_name``.
+        """``db.create_database``: create and initialise ``db_name``; True.
 
-        Needs ``list_db = True`` on the managed server. ``timeout`` is long by
-        default: Odoo answers only once ``base`` is installed.
+        Needs ``list_db = True`` on the managed server. Odoo answers only once
+        ``base`` is installed, so ``timeout`` defaults to the longer of the
+        client's and ``CREATE_DATABASE_TIMEOUT``.
         """
+        if timeout is None:
+            timeout = max(self.timeout, CREATE_DATABASE_TIMEOUT)
         _text(master_password, "master_password")
         _text(db_name, "db_name")
         _text(lang, "lang")
@@ -778,8 +781,14 @@ class OdooRpcClient:
             redact=(master_password, admin_password),
         )
 
-    def drop_database(self, master_password, db_name, *, timeout=DROP_DATABASE_TIMEOUT):
-        """``db.drop``: True when dropped, False when Odoo does not know it."""
+    def drop_database(self, master_password, db_name, *, timeout=None):
+        """``db.drop``: True when dropped, False when Odoo does not know it.
+
+        ``timeout`` defaults to the longer of the client's and
+        ``DROP_DATABASE_TIMEOUT``.
+        """
+        if timeout is None:
+            timeout = max(self.timeout, DROP_DATABASE_TIMEOUT)
         _text(master_password, "master_password")
         _text(db_name, "db_name")
         result = self.call(
