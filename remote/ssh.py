@@ -118,7 +118,8 @@ class SshSettings:
     password are given, the key is tried first. ``host_key`` is the pinned public host
     key line (``ssh-ed25519 AAAA... [comment]``; a ``ssh-keyscan`` line with its leading
     host name is accepted too; several lines pin several keys of the same host).
-    Timeouts are in seconds; ``command_timeout`` bounds each remote command.
+    Timeouts are in seconds; ``command_timeout`` bounds each remote command. Empty
+    values may be ``None``, ``""`` or ``False`` (as Odoo reads empty fields).
     """
 
     host: str
@@ -135,7 +136,8 @@ class SshSettings:
     @property
     def target(self):
         """``host:port`` (``[host]:port`` for an IPv6 address), for messages."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = str(self.host or "")
+        host = f"[{host}]" if ":" in host else host
         return f"{host}:{self.port}"
 
 
@@ -209,9 +211,9 @@ class _Capture:
             self.kept.extend(data[:room])
 
     def text(self):
-        if self._head is not None:  # stream ended before the search gave up
+        if self._head is not None:  # a short stream without the marker line
             head, self._head = bytes(self._head), None
-            self.feed(_PID_LINE.sub(b"", head, count=1))
+            self.feed(head)
         return bytes(self.kept).decode("utf-8", "replace")
 
 
@@ -396,7 +398,14 @@ class SshSession:
                 exc,
             )
             raise
-        _logger.info("ssh connect %s: ok in %.2f s", self._who, time.monotonic() - started)
+        server_key = self._transport.get_remote_server_key()
+        _logger.info(
+            "ssh connect %s: ok in %.2f s (host key %s %s)",
+            self._who,
+            time.monotonic() - started,
+            server_key.get_name(),
+            _fingerprint(server_key.asbytes()),
+        )
         return self
 
     def _connect(self, pinned, pkey):
