@@ -86,7 +86,7 @@ def _deadline():
 
 
 def _time_left(deadline):
-    """Seconds left before ``deadline``; ``TimeoutError`` (``socket.timeout``) when none are."""
+    """Seconds left before ``deadline``; TimeoutError (socket.timeout) when none."""
     left = deadline - time.monotonic()
     if left <= 0:
         raise TimeoutError("the total deadline of the call has passed")
@@ -127,7 +127,7 @@ class _DeadlineReader(io.RawIOBase):
             # Closing the SocketIO releases its reference on the socket;
             # http.client relies on that to close a "Connection: close" socket.
             self._socket_io.close()
-        super().close()
+        return super().close()
 
 
 class _DeadlineHTTPResponse(http.client.HTTPResponse):
@@ -141,13 +141,17 @@ class _DeadlineHTTPResponse(http.client.HTTPResponse):
             self.fp = io.BufferedReader(_DeadlineReader(socket_io, sock, deadline))
 
 
-def _resolve(host, port, timeout):
-    """``getaddrinfo`` waited for at most ``timeout`` seconds."""
+def _is_ip_address(host):
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        pass
-    else:
+        return False
+    return True
+
+
+def _resolve(host, port, timeout):
+    """``getaddrinfo`` waited for at most ``timeout`` seconds."""
+    if _is_ip_address(host):
         return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
 
     outcome = {}
@@ -228,7 +232,10 @@ class _DeadlineConnectionMixin:
         ) from last_error
 
     def send(self, data):
-        # A pooled socket keeps the timeout of its last read: re-arm it.
+        # Sending gets the time left of the call: a pooled socket still has
+        # the timeout of its last read, a new one what its connect left over.
+        if self.sock is None and self.auto_open:
+            self.connect()
         deadline = _deadline()
         if self.sock is not None and deadline is not None:
             self.sock.settimeout(_time_left(deadline))
@@ -253,13 +260,14 @@ class _HTTPSConnectionPool(HTTPSConnectionPool):
 
 class _DeadlineAdapter(HTTPAdapter):
     def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
+        result = super().init_poolmanager(*args, **kwargs)
         # An instance attribute in urllib3 1.26 (it points at the module's
         # dict): replace it, never mutate it.
         self.poolmanager.pool_classes_by_scheme = {
             "http": _HTTPConnectionPool,
             "https": _HTTPSConnectionPool,
         }
+        return result
 
     def proxy_manager_for(self, proxy, **proxy_kwargs):
         # trust_env is off and no proxy is ever passed; refuse loudly rather
