@@ -3,12 +3,23 @@ import socket
 from odoo.tests import TransactionCase
 
 
+def closed_port_urls(count=1):
+    """URLs of distinct ports on 127.0.0.1 where nothing listens."""
+    socks = []
+    try:
+        for _n in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [f"http://127.0.0.1:{sock.getsockname()[1]}" for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def closed_port_url():
     """The URL of a port on 127.0.0.1 where nothing listens."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return closed_port_urls(1)[0]
 
 
 class SaasCase(TransactionCase):
@@ -22,6 +33,7 @@ class SaasCase(TransactionCase):
         # Servers from demo data (if loaded) must not take part in the tests.
         cls.Server.search([]).write({"state": "disabled"})
         cls._server_seq = 0
+        cls._instance_seq = 0
 
     @classmethod
     def make_server(cls, **vals):
@@ -38,6 +50,8 @@ class SaasCase(TransactionCase):
 
     @classmethod
     def make_instances(cls, server, count, state="draft"):
+        first = cls._instance_seq
+        cls._instance_seq += count
         return cls.Instance.create(
             [
                 {
@@ -46,6 +60,6 @@ class SaasCase(TransactionCase):
                     "server_id": server.id,
                     "state": state,
                 }
-                for n in range(count)
+                for n in range(first, first + count)
             ]
         )

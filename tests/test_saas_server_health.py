@@ -7,7 +7,7 @@ from odoo.tools import mute_logger
 
 from ..models.saas_server import SaasServer
 from ..remote import health
-from .common import SaasCase, closed_port_url
+from .common import SaasCase, closed_port_url, closed_port_urls
 
 SERVER_LOGGER = "odoo.addons.saas_manager.models.saas_server"
 
@@ -20,6 +20,9 @@ class TestSaasServerHealth(HttpCase, SaasCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.live_url = cls.base_url()
+        # The same live server under another name, for tests needing two live servers
+        # (server URLs are unique).
+        cls.live_url_2 = cls.live_url.replace("127.0.0.1", "localhost")
         cls.dead_url = closed_port_url()
 
     def test_test_connection_live_and_dead(self):
@@ -58,17 +61,16 @@ class TestSaasServerHealth(HttpCase, SaasCase):
         self.assertEqual(dead.health_status, "unknown")
 
     def test_check_keeps_operator_states(self):
+        live = self.make_server(server_url=self.live_url)
+        dead = self.make_server(server_url=self.dead_url)
         for state in ("draft", "maintenance", "disabled"):
-            for url in (self.live_url, self.dead_url):
-                with self.subTest(state=state, url=url):
-                    server = self.make_server(server_url=url)
+            for server, status in ((live, "healthy"), (dead, "critical")):
+                with self.subTest(state=state, server=server.server_url):
                     server.state = state
                     with mute_logger(SERVER_LOGGER):
                         server.action_check_health()
                     self.assertEqual(server.state, state)
-                    self.assertEqual(
-                        server.health_status, "healthy" if url == self.live_url else "critical"
-                    )
+                    self.assertEqual(server.health_status, status)
 
     def test_active_offline_active(self):
         server = self.make_server(server_url=self.live_url)
@@ -82,7 +84,7 @@ class TestSaasServerHealth(HttpCase, SaasCase):
         server.action_check_health()
         self.assertEqual((server.state, server.health_status), ("active", "healthy"))
         self.assertFalse(server.last_check_error)
-        history = server.health_check_ids
+        history = self.env["saas.server.health.check"].search([("server_id", "=", server.id)])
         self.assertEqual(len(history), 2)
         self.assertEqual(history.mapped("online"), [True, False], "newest first")
 
@@ -109,13 +111,14 @@ class TestSaasServerHealth(HttpCase, SaasCase):
         self.assertEqual(server._health_status_for(fast), "healthy")
 
     def test_cron_checks_the_right_states(self):
+        states = ("draft", "active", "maintenance", "offline", "disabled")
+        urls = dict(zip(states, closed_port_urls(len(states)), strict=True))
+        # A live maintenance server must stay in maintenance.
+        urls["maintenance"] = self.live_url
         checked = {}
-        for state in ("draft", "active", "maintenance", "offline", "disabled"):
-            server = self.make_server(
-                server_url=self.live_url if state != "offline" else self.dead_url
-            )
-            server.state = state
-            checked[state] = server
+        for state in states:
+            checked[state] = self.make_server(server_url=urls[state])
+            checked[state].state = state
         with mute_logger(SERVER_LOGGER):
             self.Server.cron_check_all_servers_health()
         for state in ("active", "maintenance", "offline"):
@@ -123,7 +126,10 @@ class TestSaasServerHealth(HttpCase, SaasCase):
             self.assertEqual(len(checked[state].health_check_ids), 1, state)
         for state in ("draft", "disabled"):
             self.assertFalse(checked[state].last_check_date, state)
+            self.assertFalse(checked[state].health_check_ids, state)
         self.assertEqual(checked["maintenance"].state, "maintenance")
+        self.assertEqual(checked["maintenance"].health_status, "healthy")
+        self.assertEqual(checked["active"].state, "offline")
         self.assertEqual(checked["offline"].state, "offline", "still dead")
 
     def test_cron_brings_offline_server_back(self):
@@ -135,8 +141,8 @@ class TestSaasServerHealth(HttpCase, SaasCase):
     def test_cron_one_failing_server_does_not_stop_the_others(self):
         servers = (
             self.make_server(server_url=self.live_url)
-            | self.make_server(server_url=self.live_url)
-            | self.make_server(server_url=self.live_url)
+            | self.make_server(server_url=self.dead_url)
+            | self.make_server(server_url=self.live_url_2)
         )
         servers.write({"state": "active"})
         broken = servers[1]
