@@ -1,1 +1,5 @@
-from . import saas_instance, saas_plan, saas_server, saas_server_health_check, saas_template
+from . import saas_server
+from . import saas_server_health_check
+from . import saas_plan
+from . import saas_template
+from . import saas_instance

@@ -168,11 +168,27 @@ class SaasInstance(models.Model):
             )
 
     def _count_provisioned_on_server(self):
-        """Lock the server row and count its other provisioned instances."""
+        """Take the server's slot lock, then count its other provisioned instances.
+
+        The lock is an UPDATE of the server row, not a plain SELECT FOR UPDATE:
+        Odoo runs transactions in REPEATABLE READ, where a second provision that
+        waited on a mere row lock would still count from its older snapshot. A
+        row updated by a concurrent transaction makes it fail with a
+        serialization error instead, which Odoo answers by retrying the whole
+        request; the retry sees the first provision and counts it.
+        """
         self.ensure_one()
         self.env["saas.instance"].flush_model(["state", "server_id"])
         cr = self.env.cr
-        cr.execute("SELECT id FROM saas_server WHERE id = %s FOR UPDATE", [self.server_id.id])
+        cr.execute(
+            """
+            UPDATE saas_server
+               SET write_date = (now() AT TIME ZONE 'UTC'), write_uid = %s
+             WHERE id = %s
+            """,
+            [self.env.uid, self.server_id.id],
+        )
+        self.server_id.invalidate_recordset(["write_date", "write_uid"])
         cr.execute(
             """
             SELECT count(*) FROM saas_instance
@@ -338,8 +354,7 @@ class SaasInstance(models.Model):
             pg_clone.drop_database(server._pg_params(), self.database_name)
             path = server._filestore_path(self.database_name)
             with ssh.SshSession(server._ssh_settings()) as session:
-                if session.path_exists(path):
-                    session.remove_tree(path)
+                session.remove_tree(path)
         except exceptions.RemoteError as exc:
             raise UserError(
                 _(

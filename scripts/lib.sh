@@ -124,3 +124,47 @@ pg_cluster_stop() {
     [ -f "$dir/data/PG_VERSION" ] || return 0
     pg_as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null 2>&1 || true
 }
+
+# sshd_start DIR PORT: a private sshd on 127.0.0.1:PORT, with its own host key
+# and a client key (DIR/client_key) authorised for the current user.
+sshd_start() {
+    local dir=$1 port=$2
+    mkdir -p "$dir" && chmod 0755 "$dir"
+    [ -f "$dir/host_ed25519" ] || ssh-keygen -q -t ed25519 -N "" -C saas-test-host -f "$dir/host_ed25519"
+    [ -f "$dir/client_key" ] || ssh-keygen -q -t ed25519 -N "" -C saas-test-client -f "$dir/client_key"
+    cp "$dir/client_key.pub" "$dir/authorized_keys"
+    cat > "$dir/sshd_config" <<CONF
+Port $port
+ListenAddress 127.0.0.1
+HostKey $dir/host_ed25519
+PidFile none
+UsePAM no
+StrictModes no
+AuthorizedKeysFile $dir/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+AllowTcpForwarding no
+X11Forwarding no
+CONF
+    [ "$(id -u)" = 0 ] && mkdir -p /run/sshd && chmod 0755 /run/sshd
+    /usr/sbin/sshd -D -e -f "$dir/sshd_config" 2>"$dir/sshd.log" &
+    echo $! > "$dir/sshd.pid"
+    local tries=0
+    until python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 1).close()" 2>/dev/null; do
+        tries=$((tries + 1))
+        if [ $tries -ge 50 ] || ! kill -0 "$(cat "$dir/sshd.pid")" 2>/dev/null; then
+            cat "$dir/sshd.log" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+sshd_stop() {
+    local dir=$1
+    [ -f "$dir/sshd.pid" ] && kill "$(cat "$dir/sshd.pid")" 2>/dev/null
+    rm -f "$dir/sshd.pid"
+    return 0
+}

@@ -1,6 +1,5 @@
-from . import (
-    test_get_available_server,
-    test_saas_server,
-    test_saas_server_health,
-    test_saas_server_security,
-)
+from . import test_saas_server
+from . import test_saas_server_health
+from . import test_saas_server_security
+from . import test_get_available_server
+from . import test_provisioning

@@ -13,10 +13,14 @@ class TestSaasServerSecurity(SaasCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.saas_user = new_test_user(
-            cls.env, "saas_user", groups="base.group_user,base.group_allow_export,saas_manager.group_saas_user"
+            cls.env,
+            "saas_user",
+            groups="base.group_user,base.group_allow_export,saas_manager.group_saas_user",
         )
         cls.saas_manager = new_test_user(
-            cls.env, "saas_manager", groups="base.group_user,base.group_allow_export,saas_manager.group_saas_manager"
+            cls.env,
+            "saas_manager",
+            groups="base.group_user,base.group_allow_export,saas_manager.group_saas_manager",
         )
         cls.saas_admin = new_test_user(
             cls.env, "saas_admin", groups="base.group_user,saas_manager.group_saas_admin"

@@ -1,0 +1,433 @@
+"""The whole path against real systems: the Odoo running these tests manages itself.
+
+Its own JSON-RPC and master password create a template database; its own
+PostgreSQL is where instances are cloned; an sshd started by scripts/odoo_suite
+on 127.0.0.1 is how the filestore is copied. Every database and filestore a
+test makes is removed by its cleanups.
+"""
+
+import os
+import secrets
+import shutil
+import threading
+import time
+import uuid
+
+import psycopg2
+
+from odoo import SUPERUSER_ID, api
+from odoo.exceptions import UserError
+from odoo.sql_db import db_connect
+from odoo.tests import HttpCase, TransactionCase, tagged
+from odoo.tools import config, mute_logger
+
+from ..remote import pg_clone
+from .common import SaasCase
+
+SSH_ENV = (
+    "SAAS_TEST_SSH_PORT",
+    "SAAS_TEST_SSH_USER",
+    "SAAS_TEST_SSH_KEY_FILE",
+    "SAAS_TEST_SSH_HOST_KEY_FILE",
+)
+LOGGERS = (
+    "odoo.addons.saas_manager.models.saas_template",
+    "odoo.addons.saas_manager.models.saas_instance",
+    "odoo.addons.saas_manager.remote.odoo_rpc",
+)
+
+
+def self_managed_values(base_url):
+    """Values of a saas.server that is this very Odoo, or None without the sshd."""
+    missing = [name for name in SSH_ENV if not os.environ.get(name)]
+    if missing:
+        return None
+    with open(os.environ["SAAS_TEST_SSH_KEY_FILE"]) as key_file:
+        private_key = key_file.read()
+    with open(os.environ["SAAS_TEST_SSH_HOST_KEY_FILE"]) as host_key_file:
+        host_key = host_key_file.read().strip()
+    return {
+        "server_url": base_url,
+        "db_host": config["db_host"] or "localhost",
+        "db_port": int(config["db_port"] or 5432),
+        "db_user": config["db_user"],
+        "db_password": config["db_password"] or False,
+        "master_password": config["admin_passwd"],
+        "data_dir": config["data_dir"],
+        "ssh_port": int(os.environ["SAAS_TEST_SSH_PORT"]),
+        "ssh_user": os.environ["SAAS_TEST_SSH_USER"],
+        "ssh_private_key": private_key,
+        "ssh_host_key": host_key,
+        "max_instances": 3,
+    }
+
+
+def unique_db_name(prefix):
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+@tagged("post_install", "-at_install", "saas_slow")
+class TestProvisioning(HttpCase, SaasCase):
+    def setUp(self):
+        super().setUp()
+        # In setUp, not setUpClass: the test server answers requests only once a
+        # test runs.
+        values = self_managed_values(self.base_url())
+        if values is None:
+            self.skipTest(
+                "no test sshd: run the Odoo suite through scripts/odoo_suite, which starts one "
+                f"and sets {', '.join(SSH_ENV)}"
+            )
+        self.server = self.make_server(name="This Odoo", code="self", **values)
+        self.server.action_activate()
+        self.pg = self.server._pg_params()
+        self.filestore_root = os.path.join(config["data_dir"], "filestore")
+
+    # --- helpers -------------------------------------------------------------
+
+    def drop_later(self, db_name):
+        """Drop ``db_name`` and its filestore at the end of the test, if they exist."""
+
+        def drop():
+            if pg_clone.database_exists(self.pg, db_name):
+                with self.server._rpc_client(timeout=120) as client:
+                    client.drop_database(config["admin_passwd"], db_name)
+            shutil.rmtree(os.path.join(self.filestore_root, db_name), ignore_errors=True)
+
+        self.addCleanup(drop)
+
+    def make_template(self, **vals):
+        values = {
+            "name": "Template",
+            "database_name": unique_db_name("saas_tpl"),
+            "server_id": self.server.id,
+        }
+        values.update(vals)
+        template = self.env["saas.template"].create(values)
+        self.drop_later(template.database_name)
+        return template
+
+    def make_instance(self, template, **vals):
+        values = {
+            "name": "Client",
+            "database_name": unique_db_name("saas_inst"),
+            "server_id": self.server.id,
+            "template_id": template.id,
+        }
+        values.update(vals)
+        instance = self.Instance.create(values)
+        self.drop_later(instance.database_name)
+        return instance
+
+    def config_params(self, db_name):
+        conn = psycopg2.connect(
+            host=self.pg.host,
+            port=self.pg.port,
+            user=self.pg.user,
+            password=self.pg.password,
+            dbname=db_name,
+        )
+        try:
+            with conn.cursor() as cr:
+                cr.execute("SELECT key, value FROM ir_config_parameter")
+                return dict(cr.fetchall())
+        finally:
+            conn.close()
+
+    def module_state(self, db_name, module):
+        conn = psycopg2.connect(
+            host=self.pg.host,
+            port=self.pg.port,
+            user=self.pg.user,
+            password=self.pg.password,
+            dbname=db_name,
+        )
+        try:
+            with conn.cursor() as cr:
+                cr.execute("SELECT state FROM ir_module_module WHERE name = %s", [module])
+                row = cr.fetchone()
+                return row and row[0]
+        finally:
+            conn.close()
+
+    # --- tests ---------------------------------------------------------------
+
+    def test_template_then_instances(self):
+        template = self.make_template(module_names="base_import")
+        with mute_logger(*LOGGERS):
+            self.assertTrue(template._create_database(), template.error)
+        self.assertEqual(template.state, "ready")
+        self.assertTrue(pg_clone.database_exists(self.pg, template.database_name))
+        self.assertEqual(self.module_state(template.database_name, "base_import"), "installed")
+        template_params = self.config_params(template.database_name)
+
+        first = self.make_instance(template)
+        self.assertEqual(first.action_provision(), True, first.error)
+        self.assertEqual(first.state, "running")
+        self.assertTrue(first.provisioned_date)
+        params = self.config_params(first.database_name)
+        self.assertNotEqual(params["database.uuid"], template_params["database.uuid"])
+        self.assertNotEqual(params["database.secret"], template_params["database.secret"])
+        self.assertEqual(params["web.base.url"], self.server.server_url)
+        self.assertEqual(self.module_state(first.database_name, "base_import"), "installed")
+        source_store = os.path.join(self.filestore_root, template.database_name)
+        if os.path.isdir(source_store):
+            self.assertEqual(
+                sorted(os.listdir(os.path.join(self.filestore_root, first.database_name))),
+                sorted(os.listdir(source_store)),
+            )
+
+        second = self.make_instance(template)
+        second.action_provision()
+        self.assertEqual(second.state, "running")
+        self.assertNotEqual(
+            self.config_params(second.database_name)["database.uuid"], params["database.uuid"]
+        )
+        self.assertEqual(self.server.instance_count, 2)
+        self.assertAlmostEqual(self.server.available_capacity, 100 / 3, places=2)
+        self.assertEqual(self.Server.get_available_server(min_capacity_percent=30), self.server)
+        with self.assertRaises(UserError):
+            self.Server.get_available_server(min_capacity_percent=40)
+
+        # the last of three slots is taken, then the server is full
+        third = self.make_instance(template)
+        third.action_provision()
+        self.assertEqual(third.state, "running")
+        full = self.make_instance(template)
+        with self.assertRaises(UserError) as caught:
+            full.action_provision()
+        self.assertIn("less than 10%", str(caught.exception))
+        self.assertEqual(full.state, "draft")
+        self.assertFalse(pg_clone.database_exists(self.pg, full.database_name))
+
+        # terminating frees the slot and removes the database and filestore
+        first.action_terminate()
+        self.assertEqual(first.state, "terminated")
+        self.assertFalse(pg_clone.database_exists(self.pg, first.database_name))
+        self.assertFalse(os.path.exists(os.path.join(self.filestore_root, first.database_name)))
+        full.action_provision()
+        self.assertEqual(full.state, "running")
+
+    def test_refusals_change_nothing(self):
+        ready = self.make_template()
+        ready.state = "ready"  # a record only: each refusal comes before any clone
+        draft = self.make_template()
+        other_server = self.make_server(
+            server_url=self.base_url().replace("127.0.0.1", "localhost")
+        )
+        other_server.state = "active"
+        elsewhere = self.make_template(server_id=other_server.id)
+        elsewhere.state = "ready"
+
+        cases = []
+        inactive = self.make_instance(ready)
+        cases.append((inactive, "not active", lambda: self.server.write({"state": "maintenance"})))
+        cases.append((self.make_instance(draft), "not ready", None))
+        cases.append((self.make_instance(elsewhere), "is on server", None))
+        for instance, message, before in cases:
+            with self.subTest(message=message):
+                if before:
+                    before()
+                with self.assertRaises(UserError) as caught:
+                    instance.action_provision()
+                self.assertIn(message, str(caught.exception))
+                self.assertEqual(instance.state, "draft")
+                self.assertFalse(pg_clone.database_exists(self.pg, instance.database_name))
+                self.server.state = "active"
+
+    def test_capacity_below_ten_percent(self):
+        self.server.max_instances = 20
+        template = self.make_template()
+        template.state = "ready"
+        self.make_instances(self.server, 18, state="running")
+        nineteenth = self.make_instance(template)
+        # 18 others of 20: exactly 10 % left, which is enough
+        nineteenth._check_can_provision()
+        nineteenth.state = "running"
+        twentieth = self.make_instance(template)
+        with self.assertRaises(UserError) as caught:
+            twentieth.action_provision()
+        self.assertIn("less than 10%", str(caught.exception))
+
+    def test_failure_after_create_leaves_nothing(self):
+        template = self.make_template()
+        with mute_logger(*LOGGERS):
+            self.assertTrue(template._create_database(), template.error)
+        instance = self.make_instance(template)
+        # The filestore target exists already: the copy after CREATE DATABASE fails.
+        target = os.path.join(self.filestore_root, instance.database_name)
+        os.makedirs(os.path.join(target, "kept"))
+        source = os.path.join(self.filestore_root, template.database_name)
+        os.makedirs(source, exist_ok=True)
+        with mute_logger(*LOGGERS, "odoo.addons.saas_manager.remote.pg_clone"):
+            action = instance.action_provision()
+        self.assertEqual(action["params"]["type"], "danger")
+        self.assertEqual(instance.state, "failed")
+        self.assertIn("exists", instance.error)
+        self.assertFalse(pg_clone.database_exists(self.pg, instance.database_name))
+        self.assertTrue(os.path.isdir(os.path.join(target, "kept")), "not ours to remove")
+        self.assertEqual(self.server.instance_count, 0, "a failed instance frees its slot")
+        shutil.rmtree(target)
+        instance.action_retry()
+        self.assertEqual(instance.state, "running")
+
+    def test_template_failure_drops_the_database(self):
+        template = self.make_template(module_names="no_such_module_anywhere")
+        with mute_logger(*LOGGERS):
+            self.assertFalse(template._create_database())
+        self.assertEqual(template.state, "failed")
+        self.assertIn("no_such_module_anywhere", template.error)
+        self.assertFalse(pg_clone.database_exists(self.pg, template.database_name))
+
+    def test_template_needs_active_server_and_master_password(self):
+        template = self.make_template()
+        self.server.state = "maintenance"
+        with self.assertRaises(UserError) as caught:
+            template.action_create_database()
+        self.assertIn("not active", str(caught.exception))
+        self.assertEqual(template.state, "draft")
+        self.server.state = "active"
+        action = template.action_create_database()
+        self.assertEqual(template.state, "creating")
+        self.assertEqual(action["params"]["type"], "info")
+        template.state = "draft"
+        wrong = self.server.master_password
+        self.server.master_password = "not-the-master-" + secrets.token_hex(4)
+        with mute_logger(*LOGGERS):
+            self.assertFalse(template._create_database())
+        self.assertEqual(template.state, "failed")
+        self.assertNotIn(self.server.master_password, template.error)
+        self.server.master_password = wrong
+        self.assertFalse(pg_clone.database_exists(self.pg, template.database_name))
+
+
+@tagged("post_install", "-at_install")
+class TestLastSlotRace(TransactionCase):
+    """Two provisions for a server's last slot, on two real database connections."""
+
+    def setUp(self):
+        super().setUp()
+        self.dbname = self.env.cr.dbname
+        self.cursors = []
+        with self.committed_env() as env:
+            server = env["saas.server"].create(
+                {
+                    "name": "Race",
+                    "code": "race-" + secrets.token_hex(3),
+                    "server_url": "http://race-" + secrets.token_hex(3) + ".example.com",
+                    "max_instances": 2,
+                    "state": "active",
+                }
+            )
+            template = env["saas.template"].create(
+                {"name": "Race", "database_name": "race_tpl", "server_id": server.id}
+            )
+            template.state = "ready"
+            instances = env["saas.instance"].create(
+                [
+                    {
+                        "name": name,
+                        "database_name": name,
+                        "server_id": server.id,
+                        "template_id": template.id,
+                    }
+                    for name in ("race_running", "race_a", "race_b")
+                ]
+            )
+            instances[0].state = "running"
+            self.ids = {
+                "server": server.id,
+                "template": template.id,
+                "instances": instances.ids,
+            }
+        self.addCleanup(self.remove_committed)
+
+    def committed_env(self):
+        test = self
+
+        class Committed:
+            def __enter__(self):
+                self.cr = db_connect(test.dbname).cursor()
+                return api.Environment(self.cr, SUPERUSER_ID, {})
+
+            def __exit__(self, exc_type, *args):
+                if exc_type is None:
+                    self.cr.commit()
+                self.cr.close()
+
+        return Committed()
+
+    def remove_committed(self):
+        with self.committed_env() as env:
+            env["saas.instance"].browse(self.ids["instances"]).unlink()
+            env["saas.template"].browse(self.ids["template"]).unlink()
+            env["saas.server"].browse(self.ids["server"]).unlink()
+
+    def test_exactly_one_wins(self):
+        outcome = {}
+        cr_a = db_connect(self.dbname).cursor()
+        cr_b = db_connect(self.dbname).cursor()
+        try:
+            env_a = api.Environment(cr_a, SUPERUSER_ID, {})
+            instance_a = env_a["saas.instance"].browse(self.ids["instances"][1])
+            instance_a._check_can_provision()
+            instance_a.write({"state": "provisioning"})
+            env_a.flush_all()
+            cr_b.execute("SELECT pg_backend_pid()")
+            pid_b = cr_b.fetchone()[0]
+            # Made here: the registry's class lock is held by this (the loading) thread.
+            env_b = api.Environment(cr_b, SUPERUSER_ID, {})
+            instance_b = env_b["saas.instance"].browse(self.ids["instances"][2])
+
+            def provision_b():
+                # What Odoo's retrying() does for an RPC or a button: on a
+                # serialization failure, roll back and run the call again. (Not
+                # retrying() itself: it needs the registry lock this thread cannot
+                # take while the test runs.)
+                for attempt in range(3):
+                    try:
+                        instance_b._check_can_provision()
+                        outcome[attempt] = "provisioned"
+                        return
+                    except psycopg2.errors.SerializationFailure:
+                        outcome[attempt] = "serialization failure"
+                        cr_b.rollback()
+                        env_b.invalidate_all(flush=False)
+                    except UserError as exc:
+                        outcome[attempt] = str(exc)
+                        cr_b.rollback()
+                        return
+                    except Exception as exc:  # reported through outcome, asserted below
+                        outcome[attempt] = f"unexpected {type(exc).__name__}: {exc}"
+                        cr_b.rollback()
+                        return
+
+            thread = threading.Thread(target=provision_b)
+            with mute_logger("odoo.sql_db"):
+                thread.start()
+                # B must be waiting on A's lock before A commits.
+                for _attempt in range(200):
+                    # Activity statistics are a snapshot per transaction: refresh it.
+                    cr_a.execute("SELECT pg_stat_clear_snapshot()")
+                    cr_a.execute(
+                        "SELECT wait_event_type, state, query FROM pg_stat_activity"
+                        " WHERE pid = %s",
+                        [pid_b],
+                    )
+                    activity = cr_a.fetchone()
+                    if activity and activity[0] == "Lock":
+                        break
+                    time.sleep(0.05)
+                else:
+                    self.fail(f"the second provision never waited for the first: {activity}")
+                cr_a.commit()
+                thread.join(timeout=60)
+            self.assertFalse(thread.is_alive())
+        finally:
+            cr_a.close()
+            cr_b.close()
+        self.assertEqual(outcome[0], "serialization failure", outcome)
+        self.assertIn("less than 10%", outcome[1])
+        with self.committed_env() as env:
+            states = env["saas.instance"].browse(self.ids["instances"]).mapped("state")
+        self.assertEqual(states, ["running", "provisioning", "draft"])
