@@ -20,6 +20,7 @@
         "views/saas_plan_views.xml",
         "views/saas_manager_menus.xml",
     ],
+    "demo": ["demo/saas_manager_demo.xml"],
     "assets": {
         "web.assets_backend": [
             "saas_manager/static/src/scss/saas_manager.scss",
