@@ -1,0 +1,599 @@
+"""Tests of remote.pg_clone against a real throwaway PostgreSQL on loopback.
+
+Every clone runs as ``saas_owner``, a role that is not superuser, may create
+databases and owns the templates (how Odoo's database user is set up); the
+superuser only prepares, inspects and cleans up.
+"""
+
+import contextlib
+import itertools
+import logging
+import re
+import threading
+import uuid
+
+import psycopg2
+import pytest
+from _pg_cluster import free_port, pg_cluster_fixture  # noqa: F401  (registers the fixture)
+
+from remote import pg_clone
+from remote.exceptions import (
+    DatabaseError,
+    DatabaseExists,
+    InvalidDatabaseName,
+    InvalidInput,
+    SshError,
+)
+from remote.pg_clone import CloneResult, ConnectionParams, clone_database
+
+TEMPLATE_UUID = "11111111-1111-1111-1111-111111111111"
+TEMPLATE_SECRET = "22222222-2222-2222-2222-222222222222"
+TEMPLATE_URL = "http://template.example.com"
+PARTNERS = 120
+UUID4_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+_names = itertools.count(1)
+
+
+def unique(prefix):
+    return f"{prefix}_{next(_names)}_{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def pg(pg_cluster):
+    """The cluster, with every database a test made dropped afterwards."""
+    before = pg_cluster.databases()
+    yield pg_cluster
+    for name in pg_cluster.databases() - before:
+        pg_cluster.query(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def params(pg):
+    return ConnectionParams(
+        host=pg.host, port=pg.port, user=pg.owner, password=pg.owner_password, connect_timeout=5
+    )
+
+
+@pytest.fixture
+def closed_params():
+    """Parameters of a port nobody listens on: connecting there fails."""
+    return ConnectionParams(host="127.0.0.1", port=free_port(), user="nobody", password="x")
+
+
+@pytest.fixture
+def no_connect(monkeypatch):
+    """Fail the test if anything tries to connect to PostgreSQL."""
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(kwargs.get("dbname"))
+        raise AssertionError("a connection was attempted")
+
+    monkeypatch.setattr(psycopg2, "connect", refuse)
+    return calls
+
+
+def make_template(pg, *, with_config=True):
+    """A small Odoo-like database owned by the test role; return its name."""
+    name = unique("tpl")
+    pg.query(f'CREATE DATABASE "{name}"', superuser=False)
+    with contextlib.closing(pg.connect(name)) as conn, conn.cursor() as cr:
+        if with_config:
+            cr.execute(
+                "CREATE TABLE ir_config_parameter (id serial PRIMARY KEY, "
+                "key varchar NOT NULL UNIQUE, value text NOT NULL, create_uid int, "
+                "create_date timestamp, write_uid int, write_date timestamp)"
+            )
+            cr.executemany(
+                "INSERT INTO ir_config_parameter "
+                "(key, value, create_uid, create_date, write_uid, write_date) "
+                "VALUES (%s, %s, 1, '2020-01-01', 1, '2020-01-01')",
+                [
+                    ("database.uuid", TEMPLATE_UUID),
+                    ("database.secret", TEMPLATE_SECRET),
+                    ("database.create_date", "2020-01-01 00:00:00"),
+                    ("web.base.url", TEMPLATE_URL),
+                    ("report.url", "http://kept.example.com"),
+                ],
+            )
+        cr.execute("CREATE TABLE res_partner (id serial PRIMARY KEY, name varchar NOT NULL)")
+        cr.execute(
+            "INSERT INTO res_partner (name) SELECT 'partner ' || g FROM generate_series(1, %s) g",
+            (PARTNERS,),
+        )
+    return name
+
+
+def config(pg, dbname):
+    rows = pg.query("SELECT key, value FROM ir_config_parameter", dbname=dbname)
+    return dict(rows)
+
+
+@pytest.fixture
+def template(pg):
+    return make_template(pg)
+
+
+# --- successful clones -------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", [None, "file_copy", "wal_log"])
+def test_clone_copies_data_and_renews_identity(pg, params, template, strategy):
+    target = unique("inst")
+    result = clone_database(
+        params, template, target, strategy=strategy, base_url="https://shop1.example.com"
+    )
+
+    assert isinstance(result, CloneResult)
+    assert result.target == target
+    assert result.template == template
+    assert result.server_version_num == pg.server_version_num()
+    assert result.strategy == (strategy or pg_clone.DEFAULT_STRATEGY)
+    assert result.duration_s >= 0
+
+    rows = pg.query("SELECT count(*), max(name) FROM res_partner", dbname=target)
+    assert rows == [(PARTNERS, "partner 99")]
+    params_after = config(pg, target)
+    assert params_after["database.uuid"] == result.uuid != TEMPLATE_UUID
+    assert UUID4_RE.fullmatch(params_after["database.uuid"])
+    assert params_after["database.secret"] != TEMPLATE_SECRET
+    assert UUID4_RE.fullmatch(params_after["database.secret"])
+    assert params_after["database.secret"] != params_after["database.uuid"]
+    assert params_after["web.base.url"] == "https://shop1.example.com"
+    assert params_after["database.create_date"] != "2020-01-01 00:00:00"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", params_after["database.create_date"])
+    assert params_after["report.url"] == "http://kept.example.com"
+    # Rows are written as Odoo's set_param would: by the superuser, now.
+    (write_uid, write_date) = pg.query(
+        "SELECT write_uid, write_date FROM ir_config_parameter WHERE key = 'database.uuid'",
+        dbname=target,
+    )[0]
+    assert write_uid == 1
+    assert write_date.year > 2020
+
+    # The template keeps its identity and the clone belongs to the cloning role.
+    assert config(pg, template)["database.uuid"] == TEMPLATE_UUID
+    owner = pg.query(
+        "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (target,)
+    )
+    assert owner == [(pg.owner,)]
+
+
+def test_two_clones_of_one_template_differ(pg, params, template):
+    first = clone_database(params, template, unique("inst"), base_url="http://a.example.com")
+    second = clone_database(params, template, unique("inst"), base_url="http://b.example.com")
+    assert first.uuid != second.uuid
+    assert (
+        config(pg, first.target)["database.secret"] != config(pg, second.target)["database.secret"]
+    )
+
+
+def test_config_updates_update_and_insert(pg, params, template):
+    pg.query("DELETE FROM ir_config_parameter WHERE key = 'web.base.url'", dbname=template)
+    target = unique("inst")
+    clone_database(
+        params,
+        template,
+        target,
+        base_url="https://new.example.com",
+        config_updates={"report.url": "http://report.example.com", "web.base.url.freeze": "True"},
+    )
+    values = config(pg, target)
+    assert values["web.base.url"] == "https://new.example.com"  # inserted: it was missing
+    assert values["report.url"] == "http://report.example.com"  # updated
+    assert values["web.base.url.freeze"] == "True"  # inserted
+    inserted = pg.query(
+        "SELECT create_uid, create_date IS NOT NULL, write_uid FROM ir_config_parameter "
+        "WHERE key = 'web.base.url.freeze'",
+        dbname=target,
+    )
+    assert inserted == [(1, True, 1)]
+
+
+def test_without_base_url_the_template_url_stays(pg, params, template):
+    target = unique("inst")
+    clone_database(params, template, target)
+    assert config(pg, target)["web.base.url"] == TEMPLATE_URL
+
+
+def test_after_clone_gets_the_ready_database(pg, params, template):
+    seen = []
+
+    def after_clone(name):
+        seen.append((name, config(pg, name)["database.uuid"]))
+
+    target = unique("inst")
+    result = clone_database(params, template, target, after_clone=after_clone)
+    assert seen == [(target, result.uuid)]
+
+
+def test_open_session_on_template_is_ended(pg, params, template):
+    # Odoo keeps connections to a database it served; the same role may end them.
+    other = pg.connect(template, autocommit=False)
+    try:
+        with other.cursor() as cr:
+            cr.execute("SELECT count(*) FROM res_partner")  # leaves a transaction open
+        target = unique("inst")
+        clone_database(params, template, target, base_url="http://x.example.com")
+        assert target in pg.databases()
+        with pytest.raises(psycopg2.OperationalError), other.cursor() as cr:
+            cr.execute("SELECT 1")
+    finally:
+        other.close()
+
+
+def test_template_busy_again_is_retried(pg, params, template, monkeypatch):
+    """A session the first round missed makes CREATE fail once; the retry ends it."""
+    real_terminate = pg_clone._terminate_sessions
+    rounds = []
+
+    def miss_first_round(cr, dbname):
+        rounds.append(dbname)
+        return set() if len(rounds) == 1 else real_terminate(cr, dbname)
+
+    monkeypatch.setattr(pg_clone, "_terminate_sessions", miss_first_round)
+    monkeypatch.setattr(pg_clone, "BUSY_TEMPLATE_SLEEP_S", 0)
+    other = pg.connect(template)
+    try:
+        target = unique("inst")
+        clone_database(params, template, target)
+        assert rounds == [template, template]
+        assert target in pg.databases()
+    finally:
+        other.close()
+
+
+def test_session_of_another_role_is_reported_clearly(pg, params, template):
+    # A non-superuser cannot end a superuser's session: say so, create nothing.
+    other = pg.connect(template, superuser=True)
+    try:
+        before = pg.databases()
+        target = unique("inst")
+        with pytest.raises(DatabaseError) as info:
+            clone_database(params, template, target)
+        message = str(info.value)
+        assert repr(template) in message
+        assert pg.superuser in message
+        assert "not allowed to end them" in message
+        assert pg.databases() == before
+    finally:
+        other.close()
+
+
+def test_concurrent_clones_to_one_target_one_wins(pg, params, template):
+    target = unique("inst")
+    barrier = threading.Barrier(2)
+    results, errors = [], []
+
+    def worker():
+        barrier.wait()
+        try:
+            results.append(clone_database(params, template, target))
+        except DatabaseError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(results) == 1
+    assert len(errors) == 1
+    assert isinstance(errors[0], DatabaseExists)
+    # The loser did not drop the winner's database.
+    assert config(pg, target)["database.uuid"] == results[0].uuid
+
+
+def test_concurrent_clones_of_one_template(pg, params, template):
+    targets = [unique("inst"), unique("inst")]
+    barrier = threading.Barrier(2)
+    results, errors = [], []
+
+    def worker(name):
+        barrier.wait()
+        try:
+            results.append(clone_database(params, template, name))
+        except DatabaseError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert {result.target for result in results} == set(targets)
+
+
+# --- refusals before any connection ------------------------------------------
+
+BAD_NAMES = [
+    "",
+    "a",
+    "abc\n",
+    "a b",
+    "a;b",
+    'x"; DROP DATABASE t; --',
+    "a" * 64,
+    "postgres",
+    "template0",
+    "template1",
+]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_bad_target_names_refused_before_connecting(closed_params, no_connect, name):
+    with pytest.raises(InvalidDatabaseName):
+        clone_database(closed_params, "tpl_ok", name)
+    assert no_connect == []
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_bad_template_names_refused_before_connecting(closed_params, no_connect, name):
+    with pytest.raises(InvalidDatabaseName):
+        clone_database(closed_params, name, "inst_ok")
+    assert no_connect == []
+
+
+def test_template_as_its_own_target_is_refused(closed_params, no_connect):
+    with pytest.raises(InvalidInput, match="its own template"):
+        clone_database(closed_params, "tpl_ok", "tpl_ok")
+    assert no_connect == []
+
+
+def test_closed_port_without_spy_is_a_database_error(closed_params):
+    # The refusals above would have been a DatabaseError had they connected.
+    with pytest.raises(DatabaseError, match="Cannot connect"):
+        clone_database(closed_params, "tpl_ok", "inst_ok")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"strategy": "fast"},
+        {"strategy": "FILE_COPY"},
+        {"base_url": "ftp://x.example.com"},
+        {"base_url": "shop.example.com"},
+        {"config_updates": {"database.secret": "s"}},
+        {"config_updates": {"database.uuid": "u"}},
+        {"config_updates": {"k": 1}},
+        {"config_updates": {"": "v"}},
+        {"config_updates": [("k", "v")]},
+        {"after_clone": "not callable"},
+    ],
+)
+def test_bad_arguments_refused_before_connecting(closed_params, no_connect, kwargs):
+    with pytest.raises(InvalidInput):
+        clone_database(closed_params, "tpl_ok", "inst_ok", **kwargs)
+    assert no_connect == []
+
+
+def test_connection_params_must_be_the_dataclass(no_connect):
+    with pytest.raises(InvalidInput, match="ConnectionParams"):
+        clone_database({"host": "localhost"}, "tpl_ok", "inst_ok")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"port": 0}, {"port": 70000}, {"port": "5432"}, {"host": ""}, {"connect_timeout": 0}],
+)
+def test_connection_params_are_checked(kwargs):
+    with pytest.raises(InvalidInput):
+        ConnectionParams(**kwargs)
+
+
+def test_connection_params_never_show_the_password():
+    params = ConnectionParams(host="db1", user="odoo", password="Hunter2-secret")
+    assert "Hunter2-secret" not in repr(params)
+    assert "Hunter2-secret" not in str(params)
+    assert "Hunter2-secret" not in params.address
+
+
+# --- refusals and failures against the server --------------------------------
+
+
+def test_existing_target_is_refused_and_untouched(pg, params, template):
+    target = unique("inst")
+    pg.query(f'CREATE DATABASE "{target}"', superuser=False)
+    pg.query("CREATE TABLE marker (note text)", dbname=target)
+    pg.query("INSERT INTO marker VALUES ('keep me')", dbname=target)
+    with pytest.raises(DatabaseExists) as info:
+        clone_database(params, template, target)
+    assert repr(target) in str(info.value)
+    assert pg.query("SELECT note FROM marker", dbname=target) == [("keep me",)]
+
+
+def test_failing_after_clone_leaves_no_database(pg, params, template):
+    before = pg.databases()
+    calls = []
+
+    def after_clone(name):
+        calls.append(name)
+        raise RuntimeError("filestore copy broke")
+
+    target = unique("inst")
+    with pytest.raises(DatabaseError) as info:
+        clone_database(params, template, target, after_clone=after_clone)
+    assert calls == [target]
+    assert "filestore copy broke" in str(info.value)
+    assert "was dropped" in str(info.value)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert pg.databases() == before
+
+
+def test_remote_error_of_after_clone_is_kept(pg, params, template):
+    before = pg.databases()
+
+    def after_clone(name):
+        raise SshError("ssh to host1 refused")
+
+    with pytest.raises(SshError, match="ssh to host1 refused"):
+        clone_database(params, template, unique("inst"), after_clone=after_clone)
+    assert pg.databases() == before
+
+
+def test_session_left_on_the_clone_does_not_stop_the_drop(pg, params, template):
+    before = pg.databases()
+    sessions = []
+
+    def after_clone(name):
+        sessions.append(pg.connect(name))
+        raise RuntimeError("boom")
+
+    try:
+        with pytest.raises(DatabaseError, match="was dropped"):
+            clone_database(params, template, unique("inst"), after_clone=after_clone)
+        assert pg.databases() == before
+    finally:
+        for conn in sessions:
+            conn.close()
+
+
+def test_template_without_config_table_leaves_no_database(pg, params):
+    template = make_template(pg, with_config=False)
+    before = pg.databases()
+    with pytest.raises(DatabaseError) as info:
+        clone_database(params, template, unique("inst"))
+    assert "ir_config_parameter" in str(info.value)
+    assert "setting its identity" in str(info.value)
+    assert pg.databases() == before
+
+
+def test_missing_template_creates_nothing(pg, params):
+    before = pg.databases()
+    with pytest.raises(DatabaseError, match="does not exist") as info:
+        clone_database(params, "tpl_missing", unique("inst"))
+    assert not isinstance(info.value, DatabaseExists)
+    assert pg.databases() == before
+
+
+def test_template_of_another_owner_is_refused(pg, template):
+    # A role that may create databases but does not own the template.
+    role, password = unique("intruder"), uuid.uuid4().hex
+    pg.query(f'CREATE ROLE "{role}" LOGIN CREATEDB PASSWORD %s', (password,))
+    try:
+        before = pg.databases()
+        intruder = ConnectionParams(host=pg.host, port=pg.port, user=role, password=password)
+        with pytest.raises(DatabaseError, match="permission denied"):
+            clone_database(intruder, template, unique("inst"))
+        assert pg.databases() == before
+    finally:
+        pg.query(f'DROP ROLE "{role}"')
+
+
+def test_wrong_password_is_a_database_error_without_the_password(pg, template, caplog):
+    password = "Wr0ng-Pa55word-" + uuid.uuid4().hex
+    wrong = ConnectionParams(host=pg.host, port=pg.port, user=pg.owner, password=password)
+    before = pg.databases()
+    caplog.set_level(logging.DEBUG, logger="remote.pg_clone")
+    with pytest.raises(DatabaseError) as info:
+        clone_database(wrong, template, unique("inst"))
+    text = str(info.value)
+    assert "password authentication failed" in text
+    assert password not in text
+    assert password not in repr(info.value)
+    assert info.value.__cause__ is None  # the libpq error is not chained either
+    assert password not in caplog.text
+    assert pg.databases() == before
+
+
+def test_log_lines_name_the_clone_never_the_password(pg, params, template, caplog):
+    caplog.set_level(logging.DEBUG, logger="remote.pg_clone")
+    target = unique("inst")
+    clone_database(params, template, target, strategy="wal_log")
+    lines = [record.getMessage() for record in caplog.records]
+    assert any(template in line and target in line and "wal_log" in line for line in lines)
+    assert pg.owner_password not in caplog.text
+
+
+# --- sessions and SQL ----------------------------------------------------------
+
+
+def test_sessions_have_timeouts(params):
+    conn = pg_clone._connect(params, "postgres", autocommit=True)
+    try:
+        with conn.cursor() as cr:
+            cr.execute(
+                "SELECT current_setting('statement_timeout'), current_setting('lock_timeout'), "
+                "current_setting('application_name')"
+            )
+            assert cr.fetchone() == ("30s", "10s", "saas_manager")
+    finally:
+        conn.close()
+
+
+def test_create_and_drop_statements(pg):
+    conn = pg.connect()
+    try:
+
+        def text(query):
+            return query.as_string(conn)
+
+        assert text(pg_clone._create_database_sql('in"st', "tpl", None)) == (
+            'CREATE DATABASE "in""st" WITH TEMPLATE "tpl"'
+        )
+        assert text(pg_clone._create_database_sql("inst", "tpl", "file_copy")).endswith(
+            "STRATEGY FILE_COPY"
+        )
+        assert text(pg_clone._create_database_sql("inst", "tpl", "wal_log")).endswith(
+            "STRATEGY WAL_LOG"
+        )
+        assert text(pg_clone._drop_database_sql("inst", 150000)) == (
+            'DROP DATABASE IF EXISTS "inst" WITH (FORCE)'
+        )
+        assert text(pg_clone._drop_database_sql("inst", 120000)) == 'DROP DATABASE IF EXISTS "inst"'
+    finally:
+        conn.close()
+
+
+def test_strategy_choice_by_server_version(caplog):
+    caplog.set_level(logging.INFO, logger="remote.pg_clone")
+    assert pg_clone._choose_strategy(None, 150004, "tpl") == pg_clone.DEFAULT_STRATEGY
+    assert pg_clone._choose_strategy("wal_log", 160000, "tpl") == "wal_log"
+    assert pg_clone._choose_strategy(None, 140010, "tpl") is None
+    assert "no CREATE DATABASE strategy" not in caplog.text
+    assert pg_clone._choose_strategy("file_copy", 140010, "tpl") is None
+    assert "no CREATE DATABASE strategy" in caplog.text
+
+
+# --- drop_database and database_exists ---------------------------------------
+
+
+def test_drop_database(pg, params, template):
+    target = clone_database(params, template, unique("inst")).target
+    session = pg.connect(target)  # an open session of the same role does not stop it
+    try:
+        assert pg_clone.drop_database(params, target) is True
+    finally:
+        session.close()
+    assert target not in pg.databases()
+    assert pg_clone.drop_database(params, target) is False
+
+
+@pytest.mark.parametrize("name", ["postgres", "template0", "template1", "", "a b", "x;--"])
+def test_drop_database_refuses_bad_names_before_connecting(closed_params, no_connect, name):
+    with pytest.raises(InvalidDatabaseName):
+        pg_clone.drop_database(closed_params, name)
+    assert no_connect == []
+
+
+def test_drop_database_of_another_owner_fails_clearly(pg, params):
+    name = unique("other")
+    pg.query(f'CREATE DATABASE "{name}"')  # owned by the superuser
+    with pytest.raises(DatabaseError, match="must be owner"):
+        pg_clone.drop_database(params, name)
+    assert name in pg.databases()
+
+
+def test_database_exists(pg, params, template):
+    assert pg_clone.database_exists(params, template) is True
+    assert pg_clone.database_exists(params, "postgres") is True
+    assert pg_clone.database_exists(params, "no_such_db") is False
+    with pytest.raises(InvalidInput):
+        pg_clone.database_exists(params, None)
+
+
+def test_database_exists_unreachable_server(closed_params):
+    with pytest.raises(DatabaseError, match="Cannot connect"):
+        pg_clone.database_exists(closed_params, "anything")
