@@ -156,8 +156,9 @@ def _scrub(message, params):
     return message
 
 
-def _connect(params, dbname, *, autocommit, statement_timeout_ms=STATEMENT_TIMEOUT_MS):
-    options = f"-c statement_timeout={int(statement_timeout_ms)} -c lock_timeout={LOCK_TIMEOUT_MS}"
+def _connect(params, dbname, *, autocommit):
+    # libpq startup options, not SQL: only our own integer constants go in.
+    options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS}"
     try:
         conn = psycopg2.connect(
             host=params.host,

@@ -87,7 +87,13 @@ class PgCluster:
 
     def _chown(self, path):
         if self.as_postgres:
-            pw = pwd.getpwnam("postgres")
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError:
+                raise RuntimeError(
+                    "running as root needs the 'postgres' system user to run initdb and "
+                    "pg_ctl (Debian's postgresql packages create it)"
+                ) from None
             os.chown(path, pw.pw_uid, pw.pw_gid)
 
     def start(self):

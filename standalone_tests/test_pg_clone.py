@@ -15,6 +15,7 @@ import uuid
 import psycopg2
 import pytest
 from _pg_cluster import free_port, pg_cluster_fixture  # noqa: F401  (registers the fixture)
+from psycopg2 import sql
 
 from remote import pg_clone
 from remote.exceptions import (
@@ -45,7 +46,9 @@ def pg(pg_cluster):
     before = pg_cluster.databases()
     yield pg_cluster
     for name in pg_cluster.databases() - before:
-        pg_cluster.query(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg_cluster.query(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture
@@ -77,7 +80,7 @@ def no_connect(monkeypatch):
 def make_template(pg, *, with_config=True):
     """A small Odoo-like database owned by the test role; return its name."""
     name = unique("tpl")
-    pg.query(f'CREATE DATABASE "{name}"', superuser=False)
+    pg.query(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)), superuser=False)
     with contextlib.closing(pg.connect(name)) as conn, conn.cursor() as cr:
         if with_config:
             cr.execute(
@@ -395,7 +398,7 @@ def test_connection_params_never_show_the_password():
 
 def test_existing_target_is_refused_and_untouched(pg, params, template):
     target = unique("inst")
-    pg.query(f'CREATE DATABASE "{target}"', superuser=False)
+    pg.query(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)), superuser=False)
     pg.query("CREATE TABLE marker (note text)", dbname=target)
     pg.query("INSERT INTO marker VALUES ('keep me')", dbname=target)
     with pytest.raises(DatabaseExists) as info:
@@ -471,7 +474,10 @@ def test_missing_template_creates_nothing(pg, params):
 def test_template_of_another_owner_is_refused(pg, template):
     # A role that may create databases but does not own the template.
     role, password = unique("intruder"), uuid.uuid4().hex
-    pg.query(f'CREATE ROLE "{role}" LOGIN CREATEDB PASSWORD %s', (password,))
+    pg.query(
+        sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD %s").format(sql.Identifier(role)),
+        (password,),
+    )
     try:
         before = pg.databases()
         intruder = ConnectionParams(host=pg.host, port=pg.port, user=role, password=password)
@@ -479,7 +485,7 @@ def test_template_of_another_owner_is_refused(pg, template):
             clone_database(intruder, template, unique("inst"))
         assert pg.databases() == before
     finally:
-        pg.query(f'DROP ROLE "{role}"')
+        pg.query(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def test_wrong_password_is_a_database_error_without_the_password(pg, template, caplog):
@@ -580,7 +586,7 @@ def test_drop_database_refuses_bad_names_before_connecting(closed_params, no_con
 
 def test_drop_database_of_another_owner_fails_clearly(pg, params):
     name = unique("other")
-    pg.query(f'CREATE DATABASE "{name}"')  # owned by the superuser
+    pg.query(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))  # the superuser's
     with pytest.raises(DatabaseError, match="must be owner"):
         pg_clone.drop_database(params, name)
     assert name in pg.databases()
