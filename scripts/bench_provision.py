@@ -1,0 +1,487 @@
+#!/usr/bin/env python3
+"""Benchmark provisioning a database from an Odoo template, every way in one run.
+
+For each template database it times, --repeat times each (rounds interleaved, after
+--warmup untimed rounds), every copy dropped again (with its filestore) after timing:
+
+* a bare ``CREATE DATABASE x TEMPLATE t STRATEGY s`` over psycopg2 (the baseline),
+  for each strategy;
+* ``remote.pg_clone.clone_database`` for each strategy (the copy plus its new
+  identity);
+* the whole provision as ``saas.instance._provision`` does it: an SSH session to
+  the host, ``clone_database`` with the default strategy and ``base_url``, and the
+  template's filestore copied over SSH in ``after_clone``;
+* ``createdb`` then ``pg_dump -Fc | pg_restore`` (the database only);
+* Odoo's own ``db.duplicate_database`` over JSON-RPC (database and filestore).
+
+Then it prints the medians, their ratio to the bare clone, the whole provision's
+breakdown and whether the targets hold. ``scripts/bench_provision`` starts
+everything this needs on 127.0.0.1 and calls it; the PostgreSQL and master
+passwords come from the environment (BENCH_PG_PASSWORD, BENCH_MASTER_PASSWORD).
+
+Not a test: timings depend on the machine.
+"""
+
+import argparse
+import logging
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
+import psycopg2.errors
+from psycopg2 import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from remote import odoo_rpc, pg_clone, ssh  # noqa: E402
+
+# The whole provision must stay within this factor of the bare clone, and be at
+# least this much faster than Odoo's db.duplicate_database.
+TARGET_VS_BARE = 2.0
+TARGET_VS_ODOO = 2.0
+BASE_URL = "https://bench.example.com"
+PG_COMMAND_TIMEOUT = 900
+
+
+class Bench:
+    """The systems under test and how to reach them."""
+
+    def __init__(self, args):
+        self.args = args
+        self.pg = pg_clone.ConnectionParams(
+            host=args.pg_host,
+            port=args.pg_port,
+            user=args.pg_user,
+            password=os.environ.get("BENCH_PG_PASSWORD") or None,
+        )
+        self.ssh_settings = ssh.SshSettings(
+            host=args.ssh_host,
+            port=args.ssh_port,
+            username=args.ssh_user,
+            private_key=Path(args.ssh_key_file).read_text(),
+            host_key=Path(args.ssh_host_key_file).read_text(),
+        )
+        self.master_password = os.environ.get("BENCH_MASTER_PASSWORD", "")
+        self.odoo = odoo_rpc.OdooRpcClient(args.odoo_url, timeout=60)
+        self.data_dir = Path(args.data_dir)
+        self.pg_env = dict(os.environ, PGPASSWORD=self.pg.password or "")
+        self.can_checkpoint = True
+        # The copy time clone_database logs, to split the whole provision.
+        self.clone_log = CloneLog()
+        logging.getLogger(pg_clone.__name__).addHandler(self.clone_log)
+        logging.getLogger(pg_clone.__name__).setLevel(logging.INFO)
+
+    def filestore(self, db):
+        return self.data_dir / "filestore" / db
+
+    def connect(self, dbname="postgres"):
+        conn = psycopg2.connect(
+            host=self.pg.host,
+            port=self.pg.port,
+            user=self.pg.user,
+            password=self.pg.password,
+            dbname=dbname,
+            application_name="saas_manager_bench",
+        )
+        conn.autocommit = True
+        return conn
+
+    def query(self, query, params=(), dbname="postgres"):
+        conn = self.connect(dbname)
+        try:
+            with conn.cursor() as cr:
+                cr.execute(query, params)
+                return cr.fetchall() if cr.description else None
+        finally:
+            conn.close()
+
+    def checkpoint(self):
+        """Start a timing from a clean state: no dirty buffers left by the last one."""
+        if not self.can_checkpoint:
+            return
+        try:
+            self.query("CHECKPOINT")
+        except psycopg2.errors.InsufficientPrivilege:
+            self.can_checkpoint = False
+
+    def pg_tool(self, name):
+        return str(Path(self.args.pg_bindir) / name) if self.args.pg_bindir else name
+
+    def pg_tool_args(self):
+        return ["-h", self.pg.host, "-p", str(self.pg.port), "-U", self.pg.user, "-w"]
+
+    def drop(self, db):
+        """Drop a copy and its filestore (untimed)."""
+        pg_clone.drop_database(self.pg, db)
+        shutil.rmtree(self.filestore(db), ignore_errors=True)
+
+
+class CloneLog(logging.Handler):
+    """Keeps the CREATE DATABASE time of the last ``clone_database`` log line."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.copy_s = None
+
+    def emit(self, record):
+        # "Cloned template %s into %s (strategy %s, PostgreSQL %s) in %.3f s (copy %.3f s)"
+        if record.msg.startswith("Cloned template") and len(record.args or ()) == 6:
+            self.copy_s = record.args[5]
+
+
+# --- the methods ---------------------------------------------------------------
+# Each makes database ``target`` from ``template`` and returns a dict of its parts'
+# durations (possibly empty); the caller times the whole call.
+
+
+def bare_clone(strategy):
+    def run(bench, template, target):
+        query = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(target), sql.Identifier(template)
+        )
+        if strategy:
+            query = sql.SQL("{} STRATEGY {}").format(query, sql.SQL(pg_clone.STRATEGIES[strategy]))
+        conn = bench.connect()
+        try:
+            with conn.cursor() as cr:
+                cr.execute(query)
+        finally:
+            conn.close()
+        return {}
+
+    return run
+
+
+def pg_clone_only(strategy):
+    def run(bench, template, target):
+        pg_clone.clone_database(bench.pg, template, target, strategy=strategy, base_url=BASE_URL)
+        return {}
+
+    return run
+
+
+def whole_provision(bench, template, target):
+    """What ``saas.instance._provision`` does, with its parts timed."""
+    parts = {}
+    source = str(bench.filestore(template))
+    destination = str(bench.filestore(target))
+
+    def copy_filestore(_db):
+        started = time.monotonic()
+        try:
+            return session.copy_tree(source, destination)
+        finally:
+            parts["filestore copy"] = time.monotonic() - started
+
+    started = time.monotonic()
+    session = ssh.SshSession(bench.ssh_settings)
+    session.open()
+    try:
+        parts["ssh connect"] = time.monotonic() - started
+        bench.clone_log.copy_s = None
+        clone_started = time.monotonic()
+        pg_clone.clone_database(
+            bench.pg, template, target, base_url=BASE_URL, after_clone=copy_filestore
+        )
+        clone_s = time.monotonic() - clone_started
+    finally:
+        closing = time.monotonic()
+        session.close()
+        parts["ssh close"] = time.monotonic() - closing
+    if bench.clone_log.copy_s is not None:
+        parts["CREATE DATABASE"] = bench.clone_log.copy_s
+        parts["new identity"] = clone_s - bench.clone_log.copy_s - parts["filestore copy"]
+    return parts
+
+
+def dump_restore(bench, template, target):
+    parts = {}
+    started = time.monotonic()
+    subprocess.run(
+        [bench.pg_tool("createdb"), *bench.pg_tool_args(), "-T", "template0", target],
+        env=bench.pg_env,
+        check=True,
+        timeout=PG_COMMAND_TIMEOUT,
+    )
+    parts["createdb"] = time.monotonic() - started
+    dump = subprocess.Popen(
+        [bench.pg_tool("pg_dump"), *bench.pg_tool_args(), "-Fc", template],
+        env=bench.pg_env,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        restore = subprocess.run(
+            [bench.pg_tool("pg_restore"), *bench.pg_tool_args(), "-d", target],
+            env=bench.pg_env,
+            stdin=dump.stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=PG_COMMAND_TIMEOUT,
+            check=False,
+        )
+    finally:
+        dump.stdout.close()
+        dump_rc = dump.wait(timeout=PG_COMMAND_TIMEOUT)
+    if dump_rc or restore.returncode:
+        raise RuntimeError(
+            f"pg_dump exited {dump_rc}, pg_restore {restore.returncode}: "
+            f"{restore.stderr.strip()[-500:]}"
+        )
+    return parts
+
+
+def odoo_duplicate(bench, template, target):
+    bench.odoo.call(
+        "db",
+        "duplicate_database",
+        bench.master_password,
+        template,
+        target,
+        False,
+        timeout=600,
+        redact=(bench.master_password,),
+    )
+    return {}
+
+
+def drop_odoo_copy(bench, db):
+    # Through Odoo, so that it forgets the registry it loaded for the copy.
+    bench.odoo.drop_database(bench.master_password, db)
+    bench.drop(db)
+
+
+# --- running -----------------------------------------------------------------
+
+
+class Method:
+    def __init__(self, key, label, run, drop=None, filestore=False):
+        self.key = key
+        self.label = label
+        self.run = run
+        self.drop = drop or Bench.drop
+        self.filestore = filestore
+        self.times = []
+        self.parts = []
+        self.error = None
+
+
+def build_methods(strategies):
+    methods = [
+        Method(
+            f"bare_{s or 'none'}",
+            f"bare CREATE DATABASE … TEMPLATE ({s or 'no strategy'})",
+            bare_clone(s),
+        )
+        for s in strategies
+    ]
+    methods += [
+        Method(
+            f"clone_{s or 'none'}",
+            f"pg_clone.clone_database ({s or 'no strategy'})",
+            pg_clone_only(s),
+        )
+        for s in strategies
+    ]
+    default = pg_clone.DEFAULT_STRATEGY if strategies != [None] else None
+    methods += [
+        Method(
+            "provision",
+            f"whole provision: ssh + clone ({default or 'no strategy'}) " "+ filestore",
+            whole_provision,
+            filestore=True,
+        ),
+        Method("dump_restore", "createdb + pg_dump -Fc | pg_restore", dump_restore),
+        Method(
+            "odoo_duplicate",
+            "Odoo db.duplicate_database (JSON-RPC)",
+            odoo_duplicate,
+            drop=drop_odoo_copy,
+            filestore=True,
+        ),
+    ]
+    return methods
+
+
+def run_once(bench, method, template, target, timed):
+    if pg_clone.database_exists(bench.pg, target):
+        raise SystemExit(f"database {target} exists already: not touching it")
+    bench.checkpoint()
+    started = time.monotonic()
+    try:
+        parts = method.run(bench, template, target)
+        elapsed = time.monotonic() - started
+        if not pg_clone.database_exists(bench.pg, target):
+            raise RuntimeError(f"{target} was not created")
+        has_filestore = bench.filestore(template).is_dir()
+        if method.filestore and has_filestore and not bench.filestore(target).is_dir():
+            raise RuntimeError(f"the filestore of {target} was not copied")
+    finally:
+        try:
+            method.drop(bench, target)
+        except Exception as exc:
+            print(f"  warning: cannot drop {target}: {exc}", file=sys.stderr)
+    if timed:
+        method.times.append(elapsed)
+        method.parts.append(parts)
+
+
+def bench_template(bench, template, methods, repeat, warmup):
+    for method in methods:
+        method.times, method.parts, method.error = [], [], None
+    for round_ in range(warmup + repeat):
+        timed = round_ >= warmup
+        # Rotate the order, so that no method always follows the same one.
+        shift = round_ % len(methods)
+        for method in methods[shift:] + methods[:shift]:
+            if method.error:
+                continue
+            target = f"{template}_{method.key}_{round_}"
+            try:
+                run_once(bench, method, template, target, timed)
+            except Exception as exc:
+                method.error = f"{type(exc).__name__}: {exc}"
+                print(f"  {method.label}: failed: {method.error}", file=sys.stderr)
+        print(f"  {template}: round {round_ + 1}/{warmup + repeat} done", file=sys.stderr)
+
+
+# --- reporting ---------------------------------------------------------------
+
+
+def median(values):
+    return statistics.median(values) if values else None
+
+
+def filestore_size(path):
+    total = count = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            total += os.lstat(os.path.join(dirpath, name)).st_size
+            count += 1
+    return total, count
+
+
+def describe_template(bench, template):
+    size = bench.query("SELECT pg_database_size(%s)", (template,))[0][0]
+    modules = bench.query(
+        "SELECT count(*) FROM ir_module_module WHERE state = 'installed'", dbname=template
+    )[0][0]
+    demo = bench.query(
+        "SELECT count(*) FROM ir_module_module WHERE state = 'installed' AND demo",
+        dbname=template,
+    )[0][0]
+    fs_bytes, fs_files = filestore_size(bench.filestore(template))
+    return (
+        f"{template}: database {size / 2**20:.1f} MB (pg_database_size), {modules} modules "
+        f"installed, demo data {'yes' if demo else 'no'}; filestore {fs_bytes / 2**20:.1f} MB "
+        f"in {fs_files} files"
+    )
+
+
+def report(template_line, methods, reference, repeat):
+    print()
+    print(template_line)
+    ref = median(reference.times)
+    width = max(len(m.label) for m in methods)
+    print(f"  {'method':<{width}}  {'median':>8}  {'min':>8}  {'max':>8}  {'x bare':>7}")
+    for method in methods:
+        if method.error or not method.times:
+            print(f"  {method.label:<{width}}  failed: {method.error}")
+            continue
+        med = median(method.times)
+        ratio = f"{med / ref:.2f}" if ref else "-"
+        print(
+            f"  {method.label:<{width}}  {med:>7.3f}s  {min(method.times):>7.3f}s  "
+            f"{max(method.times):>7.3f}s  {ratio:>7}"
+        )
+    print(f"  (x bare: against {reference.label}; {repeat} timed runs each)")
+
+    provision = next(m for m in methods if m.key == "provision")
+    if provision.parts:
+        keys = list(dict.fromkeys(k for parts in provision.parts for k in parts))
+        breakdown = ", ".join(
+            f"{key} {median([p[key] for p in provision.parts if key in p]):.3f}s" for key in keys
+        )
+        print(f"  whole provision, medians of its parts: {breakdown}")
+
+    odoo = next(m for m in methods if m.key == "odoo_duplicate")
+    prov, dup = median(provision.times), median(odoo.times)
+    if prov and ref:
+        verdict = "holds" if prov <= TARGET_VS_BARE * ref else "MISSED"
+        print(
+            f"  target: whole provision within {TARGET_VS_BARE:g}x the bare clone: "
+            f"{prov:.3f}s vs {ref:.3f}s = {prov / ref:.2f}x -> {verdict}"
+        )
+    if prov and dup:
+        verdict = "holds" if dup >= TARGET_VS_ODOO * prov else "MISSED"
+        print(
+            f"  target: whole provision at least {TARGET_VS_ODOO:g}x faster than "
+            f"db.duplicate_database: {dup:.3f}s / {prov:.3f}s = {dup / prov:.2f}x -> {verdict}"
+        )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--templates", nargs="+", required=True, help="template databases")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs of each method")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser.add_argument("--pg-host", default="127.0.0.1")
+    parser.add_argument("--pg-port", type=int, default=5432)
+    parser.add_argument("--pg-user", default="odoo")
+    parser.add_argument("--pg-bindir", help="PostgreSQL binaries of the cluster's version")
+    parser.add_argument("--ssh-host", default="127.0.0.1")
+    parser.add_argument("--ssh-port", type=int, default=22)
+    parser.add_argument("--ssh-user", required=True)
+    parser.add_argument("--ssh-key-file", required=True, help="the client's private key")
+    parser.add_argument("--ssh-host-key-file", required=True, help="the pinned host key")
+    parser.add_argument("--odoo-url", required=True, help="the Odoo server (list_db on)")
+    parser.add_argument("--data-dir", required=True, help="that Odoo's data_dir")
+    args = parser.parse_args()
+    if args.repeat < 1 or args.warmup < 0:
+        parser.error("--repeat must be at least 1 and --warmup not negative")
+
+    bench = Bench(args)
+    version_num, pg_version, fsync = bench.query(
+        "SELECT current_setting('server_version_num')::int, current_setting('server_version'), "
+        "current_setting('fsync')"
+    )[0]
+    odoo_version = bench.odoo.version()["server_version"]
+    bench.checkpoint()
+    strategies = (
+        [pg_clone.STRATEGY_FILE_COPY, pg_clone.STRATEGY_WAL_LOG]
+        if version_num >= pg_clone.STRATEGY_MIN_VERSION
+        else [None]
+    )
+    methods = build_methods(strategies)
+    reference = methods[0]
+    print(
+        f"PostgreSQL {pg_version} (fsync {fsync}), Odoo {odoo_version}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}; all on loopback. "
+        f"{args.repeat} timed runs per method after {args.warmup} warm-up round(s), "
+        f"rounds interleaved"
+        + (", each run from a CHECKPOINT" if bench.can_checkpoint else "")
+        + "; every copy dropped after timing."
+    )
+    print(
+        "Odoo's duplicate runs CREATE DATABASE without a STRATEGY clause (WAL_LOG on "
+        "PostgreSQL >= 15), loads the copy's registry, and checks the master password."
+    )
+    failed = False
+    for template in args.templates:
+        line = describe_template(bench, template)
+        print(f"benchmarking {line}", file=sys.stderr)
+        bench_template(bench, template, methods, args.repeat, args.warmup)
+        report(line, methods, reference, args.repeat)
+        failed = failed or any(m.error for m in methods)
+    bench.odoo.close()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
