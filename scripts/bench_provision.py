@@ -48,6 +48,13 @@ TARGET_VS_BARE = 2.0
 TARGET_VS_ODOO = 2.0
 BASE_URL = "https://bench.example.com"
 PG_COMMAND_TIMEOUT = 900
+PROVISION_PARTS = (
+    "ssh connect",
+    "CREATE DATABASE",
+    "new identity",
+    "filestore copy",
+    "ssh close",
+)
 
 
 class Bench:
@@ -110,6 +117,32 @@ class Bench:
             self.query("CHECKPOINT")
         except psycopg2.errors.InsufficientPrivilege:
             self.can_checkpoint = False
+
+    def wait_idle(self, db, timeout=15.0):
+        """Wait (untimed) until no session is left on ``db``: a closed connection's
+        backend exits a moment later, and CREATE DATABASE … TEMPLATE refuses a busy
+        template."""
+        deadline = time.monotonic() + timeout
+        query = (
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid() "
+            # Autovacuum workers are told to leave by CREATE DATABASE itself.
+            "AND coalesce(backend_type, 'client backend') = 'client backend'"
+        )
+        while self.query(query, (db,))[0][0]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sessions are still open on {db} after {timeout:g} s")
+            time.sleep(0.05)
+
+    def ssh_round_trip(self, runs=5):
+        """Median time of one remote command (``true``) on an open session."""
+        with ssh.SshSession(self.ssh_settings) as session:
+            times = []
+            for _ in range(runs):
+                started = time.monotonic()
+                session.run(["true"])
+                times.append(time.monotonic() - started)
+        return statistics.median(times)
 
     def pg_tool(self, name):
         return str(Path(self.args.pg_bindir) / name) if self.args.pg_bindir else name
@@ -198,7 +231,7 @@ def whole_provision(bench, template, target):
     if bench.clone_log.copy_s is not None:
         parts["CREATE DATABASE"] = bench.clone_log.copy_s
         parts["new identity"] = clone_s - bench.clone_log.copy_s - parts["filestore copy"]
-    return parts
+    return {key: parts[key] for key in PROVISION_PARTS if key in parts}
 
 
 def dump_restore(bench, template, target):
@@ -218,7 +251,8 @@ def dump_restore(bench, template, target):
     )
     try:
         restore = subprocess.run(
-            [bench.pg_tool("pg_restore"), *bench.pg_tool_args(), "-d", target],
+            # -1 (--single-transaction): one commit to flush, not one per object.
+            [bench.pg_tool("pg_restore"), *bench.pg_tool_args(), "-1", "-d", target],
             env=bench.pg_env,
             stdin=dump.stdout,
             stderr=subprocess.PIPE,
@@ -297,7 +331,7 @@ def build_methods(strategies):
             whole_provision,
             filestore=True,
         ),
-        Method("dump_restore", "createdb + pg_dump -Fc | pg_restore", dump_restore),
+        Method("dump_restore", "createdb + pg_dump -Fc | pg_restore -1", dump_restore),
         Method(
             "odoo_duplicate",
             "Odoo db.duplicate_database (JSON-RPC)",
@@ -312,6 +346,7 @@ def build_methods(strategies):
 def run_once(bench, method, template, target, timed):
     if pg_clone.database_exists(bench.pg, target):
         raise SystemExit(f"database {target} exists already: not touching it")
+    bench.wait_idle(template)
     bench.checkpoint()
     started = time.monotonic()
     try:
@@ -459,7 +494,9 @@ def main():
         else [None]
     )
     methods = build_methods(strategies)
-    reference = methods[0]
+    # The bare clone with the strategy the whole provision uses.
+    default = pg_clone.DEFAULT_STRATEGY if strategies != [None] else None
+    reference = next(m for m in methods if m.key == f"bare_{default or 'none'}")
     print(
         f"PostgreSQL {pg_version} (fsync {fsync}), Odoo {odoo_version}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}; all on loopback. "
@@ -474,11 +511,18 @@ def main():
     )
     failed = False
     for template in args.templates:
+        # A template in use is old and vacuumed: no autovacuum run during the timings.
+        bench.query("VACUUM (ANALYZE)", dbname=template)
         line = describe_template(bench, template)
         print(f"benchmarking {line}", file=sys.stderr)
         bench_template(bench, template, methods, args.repeat, args.warmup)
         report(line, methods, reference, args.repeat)
         failed = failed or any(m.error for m in methods)
+    print()
+    print(
+        f"One remote command (`true`) over an open SSH session: {bench.ssh_round_trip():.3f}s "
+        "(the login shell runs the user's startup files for each command)."
+    )
     bench.odoo.close()
     return 1 if failed else 0
 
