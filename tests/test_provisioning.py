@@ -24,7 +24,10 @@ from odoo.tools import config, mute_logger
 from ..remote import pg_clone
 from .common import SaasCase
 
+# Set by scripts/odoo_suite. The master password comes from there too, in clear:
+# Odoo replaces config["admin_passwd"] by its hash after the first check.
 SSH_ENV = (
+    "SAAS_TEST_MASTER_PASSWORD",
     "SAAS_TEST_SSH_PORT",
     "SAAS_TEST_SSH_USER",
     "SAAS_TEST_SSH_KEY_FILE",
@@ -52,7 +55,7 @@ def self_managed_values(base_url):
         "db_port": int(config["db_port"] or 5432),
         "db_user": config["db_user"],
         "db_password": config["db_password"] or False,
-        "master_password": config["admin_passwd"],
+        "master_password": os.environ["SAAS_TEST_MASTER_PASSWORD"],
         "data_dir": config["data_dir"],
         "ssh_port": int(os.environ["SAAS_TEST_SSH_PORT"]),
         "ssh_user": os.environ["SAAS_TEST_SSH_USER"],
@@ -75,7 +78,8 @@ class TestProvisioning(HttpCase, SaasCase):
         values = self_managed_values(self.base_url())
         if values is None:
             self.skipTest(
-                "no test sshd: run the Odoo suite through scripts/odoo_suite, which starts one "
+                "no test sshd or master password: run the Odoo suite through scripts/odoo_suite, "
+                "which starts an sshd "
                 f"and sets {', '.join(SSH_ENV)}"
             )
         self.server = self.make_server(name="This Odoo", code="self", **values)
@@ -91,7 +95,7 @@ class TestProvisioning(HttpCase, SaasCase):
         def drop():
             if pg_clone.database_exists(self.pg, db_name):
                 with self.server._rpc_client(timeout=120) as client:
-                    client.drop_database(config["admin_passwd"], db_name)
+                    client.drop_database(os.environ["SAAS_TEST_MASTER_PASSWORD"], db_name)
             shutil.rmtree(os.path.join(self.filestore_root, db_name), ignore_errors=True)
 
         self.addCleanup(drop)
@@ -352,7 +356,8 @@ class TestLastSlotRace(TransactionCase):
 
             def __exit__(self, exc_type, *args):
                 if exc_type is None:
-                    self.cr.commit()
+                    # Both connections of the race must see these records.
+                    self.cr.commit()  # pylint: disable=invalid-commit
                 self.cr.close()
 
         return Committed()
@@ -420,7 +425,7 @@ class TestLastSlotRace(TransactionCase):
                     time.sleep(0.05)
                 else:
                     self.fail(f"the second provision never waited for the first: {activity}")
-                cr_a.commit()
+                cr_a.commit()  # pylint: disable=invalid-commit
                 thread.join(timeout=60)
             self.assertFalse(thread.is_alive())
         finally:

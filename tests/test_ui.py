@@ -1,0 +1,140 @@
+"""Tours in a real browser, through the menus, on the Odoo running these tests.
+
+As in test_provisioning, that Odoo is also the server being managed: the tours
+register it by the browser's own origin, test its connection, activate it and
+provision an instance on it from a real template database.
+"""
+
+import os
+import secrets
+import shutil
+import unittest
+from urllib.parse import urlencode
+
+from odoo import http
+from odoo.tests import HttpCase, tagged
+from odoo.tests.common import TEST_CURSOR_COOKIE_NAME
+from odoo.tools import config, mute_logger
+
+from ..remote import pg_clone
+from .common import SaasCase
+from .test_provisioning import LOGGERS, SSH_ENV, self_managed_values, unique_db_name
+
+# The executables Odoo's tour runner looks for on Linux.
+BROWSERS = ("google-chrome", "chromium", "chromium-browser", "google-chrome-stable")
+
+
+class SelfManagedUiCase(HttpCase, SaasCase):
+    """Runs tours against the test server itself; no tests of its own."""
+
+    def setUp(self):
+        super().setUp()
+        if not any(shutil.which(name) for name in BROWSERS):
+            self.skipTest(
+                f"no Chrome or Chromium browser on the PATH (looked for {', '.join(BROWSERS)})"
+            )
+        self._serve_cookieless_jsonrpc_without_database()
+
+    def _serve_cookieless_jsonrpc_without_database(self):
+        """Answer the managed server's JSON-RPC calls without this test's database.
+
+        A real managed server is another Odoo. Here it is the test server, whose
+        single database is the test's own: a call without the test cookie that
+        opens it is refused while a tour runs, and would wait for the test
+        cursor that the browser's request (the one making the call) holds.
+        ``common.version`` and the ``db`` service need no database, so such
+        calls are served as a server with several databases serves them.
+        """
+        get_session_and_dbname = http.Request._get_session_and_dbname
+
+        def session_and_dbname(request):
+            session, dbname = get_session_and_dbname(request)
+            httprequest = request.httprequest
+            if httprequest.path == "/jsonrpc" and TEST_CURSOR_COOKIE_NAME not in httprequest.cookies:
+                return session, None
+            return session, dbname
+
+        self.patch(http.Request, "_get_session_and_dbname", session_and_dbname)
+
+    def run_tour(self, url_path, tour_name, timeout=60):
+        try:
+            self.start_tour(url_path, tour_name, login="admin", timeout=timeout)
+        except unittest.SkipTest as exc:
+            # The browser exists (checked in setUp): not running is a failure.
+            self.fail(f"the browser could not run tour {tour_name}: {exc}")
+        # The browser's requests wrote through their own cursors.
+        self.env.invalidate_all()
+
+
+@tagged("post_install", "-at_install")
+class TestUiServer(SelfManagedUiCase):
+    def test_register_test_and_activate_a_server(self):
+        self.run_tour("/odoo", "saas_manager_server_tour")
+        server = self.Server.search([("code", "=", "tour-self")])
+        self.assertEqual(len(server), 1)
+        self.assertEqual(server.server_url, self.base_url())
+        self.assertEqual(server.state, "active")
+        self.assertEqual(server.health_status, "healthy")
+        self.assertTrue(server.server_version)
+        self.assertFalse(server.instance_ids)
+
+
+@tagged("post_install", "-at_install", "saas_slow")
+class TestUiProvisioning(SelfManagedUiCase):
+    def setUp(self):
+        super().setUp()
+        values = self_managed_values(self.base_url())
+        if values is None:
+            self.skipTest(
+                "no test sshd: run the Odoo suite through scripts/odoo_suite, which starts one "
+                f"and sets {', '.join(SSH_ENV)}"
+            )
+        # Read now: Odoo replaces a plain master password in its config by a hash
+        # the first time it checks it.
+        self.master_password = values["master_password"]
+        suffix = secrets.token_hex(3)
+        self.server = self.make_server(name=f"This Odoo {suffix}", code="self", **values)
+        self.server.action_activate()
+        self.pg = self.server._pg_params()
+        self.filestore_root = os.path.join(config["data_dir"], "filestore")
+        self.template = self.env["saas.template"].create(
+            {
+                "name": f"Tour Template {suffix}",
+                "database_name": unique_db_name("saas_tpl"),
+                "server_id": self.server.id,
+            }
+        )
+        self.drop_later(self.template.database_name)
+        with mute_logger(*LOGGERS):
+            self.assertTrue(self.template._create_database(), self.template.error)
+        # Named here, typed by the tour: dropped even when the tour fails half-way.
+        self.instance_db = unique_db_name("saas_inst")
+        self.drop_later(self.instance_db)
+
+    def drop_later(self, db_name):
+        """Drop ``db_name`` and its filestore at the end of the test, if they exist."""
+
+        def drop():
+            if pg_clone.database_exists(self.pg, db_name):
+                with self.server._rpc_client(timeout=120) as client:
+                    client.drop_database(self.master_password, db_name)
+            shutil.rmtree(os.path.join(self.filestore_root, db_name), ignore_errors=True)
+
+        self.addCleanup(drop)
+
+    def test_provision_an_instance_through_the_menus(self):
+        query = urlencode(
+            {
+                "saas_template": self.template.name,
+                "saas_server": self.server.name,
+                "saas_instance_db": self.instance_db,
+            }
+        )
+        self.run_tour(f"/odoo?{query}", "saas_manager_instance_tour", timeout=120)
+        instance = self.Instance.search([("database_name", "=", self.instance_db)])
+        self.assertEqual(len(instance), 1)
+        self.assertEqual(instance.state, "running", instance.error)
+        self.assertEqual(instance.server_id, self.server)
+        self.assertEqual(instance.template_id, self.template)
+        self.assertTrue(instance.provisioned_date)
+        self.assertTrue(pg_clone.database_exists(self.pg, self.instance_db))
