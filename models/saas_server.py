@@ -462,6 +462,14 @@ class SaasServer(models.Model):
 
     def action_activate(self):
         results = self._probe_all()
+        for server in self:
+            result = results[server.id]
+            _logger.info(
+                "Activation of SaaS server %s (%s): connection %s",
+                server.code,
+                server.server_url,
+                "ok" if result.online else f"failed: {result.error}",
+            )
         unreachable = [
             (server, results[server.id]) for server in self if not results[server.id].online
         ]
