@@ -124,14 +124,15 @@ class Bench:
         template."""
         deadline = time.monotonic() + timeout
         query = (
-            "SELECT count(*) FROM pg_stat_activity "
+            "SELECT pid, application_name, state, backend_start, left(query, 60) "
+            "FROM pg_stat_activity "
             "WHERE datname = %s AND pid <> pg_backend_pid() "
             # Autovacuum workers are told to leave by CREATE DATABASE itself.
             "AND coalesce(backend_type, 'client backend') = 'client backend'"
         )
-        while self.query(query, (db,))[0][0]:
+        while sessions := self.query(query, (db,)):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"sessions are still open on {db} after {timeout:g} s")
+                raise RuntimeError(f"sessions still open on {db} after {timeout:g} s: {sessions}")
             time.sleep(0.05)
 
     def ssh_round_trip(self, runs=5):
@@ -142,6 +143,16 @@ class Bench:
                 started = time.monotonic()
                 session.run(["true"])
                 times.append(time.monotonic() - started)
+        return statistics.median(times)
+
+    def master_password_call(self, runs=5):
+        """Median time of a JSON-RPC call that only checks the master password
+        (``db.drop`` of a database that does not exist)."""
+        times = []
+        for _ in range(runs):
+            started = time.monotonic()
+            self.odoo.drop_database(self.master_password, "bench_no_such_database")
+            times.append(time.monotonic() - started)
         return statistics.median(times)
 
     def pg_tool(self, name):
@@ -522,6 +533,10 @@ def main():
     print(
         f"One remote command (`true`) over an open SSH session: {bench.ssh_round_trip():.3f}s "
         "(the login shell runs the user's startup files for each command)."
+    )
+    print(
+        "One JSON-RPC call to Odoo that only checks the master password (db.drop of a "
+        f"missing database): {bench.master_password_call():.3f}s."
     )
     bench.odoo.close()
     return 1 if failed else 0
