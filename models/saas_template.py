@@ -1,17 +1,21 @@
 import logging
 import re
 import secrets
+import time
 
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
-from ..remote import exceptions, names
+from ..remote import exceptions, names, pg_clone
 
 _logger = logging.getLogger(__name__)
 
 MODULE_NAME = re.compile(r"[a-z0-9_]+")
 # Seconds the managed server may spend installing the modules of a template.
 INSTALL_TIMEOUT = 1800.0
+# Dropping a half-made database through Odoo: attempts, and the pause between them.
+DROP_ATTEMPTS = 3
+DROP_RETRY_SECONDS = 2.0
 
 
 class TemplateError(Exception):
@@ -256,21 +260,56 @@ class SaasTemplate(models.Model):
             )
 
     def _drop_after_failure(self, client, master, reason):
-        """Drop the half-made database; return the reason to record."""
+        """Drop the half-made database; return the reason to record.
+
+        Through the server's database service first, which removes the filestore
+        too. Odoo refuses to drop a database another session reaches at that
+        moment (its own worker that just served the failed call may still hold
+        one), so this is tried a few times, then the database alone is dropped
+        with PostgreSQL's FORCE over the server's PostgreSQL access.
+        """
         db = self.database_name
+        error = None
+        for attempt in range(DROP_ATTEMPTS):
+            try:
+                if not client.database_exists(db):
+                    return reason
+                if client.drop_database(master, db):
+                    _logger.info("Dropped half-created template database %s", db)
+                    return reason
+                # Odoo drops only the databases it lists: a server started with
+                # --database and no --db-filter lists that one only.
+                error = _("the server does not list database %(db)s", db=db)
+                break
+            except exceptions.RemoteError as exc:
+                error = exc
+                _logger.info(
+                    "Dropping half-created database %s failed (attempt %s): %s",
+                    db,
+                    attempt + 1,
+                    exc,
+                )
+                time.sleep(DROP_RETRY_SECONDS)
         try:
-            if client.database_exists(db):
-                client.drop_database(master, db)
-                _logger.info("Dropped half-created template database %s", db)
+            pg_clone.drop_database(self.server_id._pg_params(), db)
+            _logger.warning(
+                "Dropped half-created template database %s with PostgreSQL (%s); its "
+                "filestore may remain on %s",
+                db,
+                error,
+                self.server_id.code,
+            )
+            return reason
         except exceptions.RemoteError as exc:
-            _logger.error("Could not drop half-created template database %s: %s", db, exc)
+            _logger.error(
+                "Could not drop half-created template database %s: %s / %s", db, error, exc
+            )
             return _(
                 "%(reason)s\nThe half-created database %(db)s could not be dropped: %(error)s",
                 reason=reason,
                 db=db,
                 error=exc,
             )
-        return reason
 
     def _mark_failed(self, reason):
         self.write({"state": "failed", "error": reason})

@@ -93,9 +93,9 @@ class TestProvisioning(HttpCase, SaasCase):
         """Drop ``db_name`` and its filestore at the end of the test, if they exist."""
 
         def drop():
-            if pg_clone.database_exists(self.pg, db_name):
-                with self.server._rpc_client(timeout=120) as client:
-                    client.drop_database(os.environ["SAAS_TEST_MASTER_PASSWORD"], db_name)
+            # With PostgreSQL, not db.drop: the test server runs with --database,
+            # so its database service lists, and drops, that database only.
+            pg_clone.drop_database(self.pg, db_name)
             shutil.rmtree(os.path.join(self.filestore_root, db_name), ignore_errors=True)
 
         self.addCleanup(drop)
