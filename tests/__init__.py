@@ -4,3 +4,4 @@ from . import test_saas_server_security
 from . import test_get_available_server
 from . import test_provisioning
 from . import test_ui
+from . import test_i18n
