@@ -25,6 +25,7 @@
         "web.assets_backend": [
             "saas_manager/static/src/scss/saas_manager.scss",
         ],
+        "web.assets_tests": ["saas_manager/static/tests/tours/**/*"],
     },
     "application": True,
     "installable": True,

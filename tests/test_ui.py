@@ -11,7 +11,8 @@ import shutil
 import unittest
 from urllib.parse import urlencode
 
-from odoo import http
+from odoo import http, sql_db
+from odoo.modules.registry import Registry
 from odoo.tests import HttpCase, tagged
 from odoo.tests.common import TEST_CURSOR_COOKIE_NAME
 from odoo.tools import config, mute_logger
@@ -50,7 +51,8 @@ class SelfManagedUiCase(HttpCase, SaasCase):
         def session_and_dbname(request):
             session, dbname = get_session_and_dbname(request)
             httprequest = request.httprequest
-            if httprequest.path == "/jsonrpc" and TEST_CURSOR_COOKIE_NAME not in httprequest.cookies:
+            test_request = TEST_CURSOR_COOKIE_NAME in httprequest.cookies
+            if httprequest.path == "/jsonrpc" and not test_request:
                 return session, None
             return session, dbname
 
@@ -86,12 +88,9 @@ class TestUiProvisioning(SelfManagedUiCase):
         values = self_managed_values(self.base_url())
         if values is None:
             self.skipTest(
-                "no test sshd: run the Odoo suite through scripts/odoo_suite, which starts one "
-                f"and sets {', '.join(SSH_ENV)}"
+                "no test sshd or master password: run the Odoo suite through "
+                f"scripts/odoo_suite, which starts an sshd and sets {', '.join(SSH_ENV)}"
             )
-        # Read now: Odoo replaces a plain master password in its config by a hash
-        # the first time it checks it.
-        self.master_password = values["master_password"]
         suffix = secrets.token_hex(3)
         self.server = self.make_server(name=f"This Odoo {suffix}", code="self", **values)
         self.server.action_activate()
@@ -112,13 +111,20 @@ class TestUiProvisioning(SelfManagedUiCase):
         self.drop_later(self.instance_db)
 
     def drop_later(self, db_name):
-        """Drop ``db_name`` and its filestore at the end of the test, if they exist."""
+        """Drop ``db_name`` and its filestore at the end of the test, if they exist.
+
+        Not through Odoo's ``db.drop``: a server started with ``--database``
+        knows no other database and answers False without dropping. So what it
+        would do is done here: forget the registry that creating the template
+        loaded in this process, close its connections, drop the database.
+        """
 
         def drop():
-            if pg_clone.database_exists(self.pg, db_name):
-                with self.server._rpc_client(timeout=120) as client:
-                    client.drop_database(self.master_password, db_name)
+            Registry.delete(db_name)
+            sql_db.close_db(db_name)
+            pg_clone.drop_database(self.pg, db_name)
             shutil.rmtree(os.path.join(self.filestore_root, db_name), ignore_errors=True)
+            self.assertFalse(pg_clone.database_exists(self.pg, db_name))
 
         self.addCleanup(drop)
 
