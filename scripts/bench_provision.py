@@ -457,18 +457,30 @@ def report(template_line, methods, reference, repeat):
         print(f"  whole provision, medians of its parts: {breakdown}")
 
     odoo = next(m for m in methods if m.key == "odoo_duplicate")
-    prov, dup = median(provision.times), median(odoo.times)
-    if prov and ref:
+    bare_wal = next((m for m in methods if m.key == "bare_wal_log"), None)
+    if odoo.times and bare_wal and bare_wal.times:
+        print(
+            "  Odoo's duplicate beyond its own CREATE DATABASE (WAL_LOG): "
+            f"{median(odoo.times) - median(bare_wal.times):.3f}s (medians)"
+        )
+    # Medians as asked; minimums too, since a busy machine only ever adds time.
+    if provision.times and reference.times:
+        prov, ref = median(provision.times), median(reference.times)
+        best = min(provision.times) / min(reference.times)
         verdict = "holds" if prov <= TARGET_VS_BARE * ref else "MISSED"
         print(
             f"  target: whole provision within {TARGET_VS_BARE:g}x the bare clone: "
-            f"{prov:.3f}s vs {ref:.3f}s = {prov / ref:.2f}x -> {verdict}"
+            f"{prov:.3f}s / {ref:.3f}s = {prov / ref:.2f}x -> {verdict} "
+            f"(minimums: {best:.2f}x)"
         )
-    if prov and dup:
+    if provision.times and odoo.times:
+        prov, dup = median(provision.times), median(odoo.times)
+        best = min(odoo.times) / min(provision.times)
         verdict = "holds" if dup >= TARGET_VS_ODOO * prov else "MISSED"
         print(
             f"  target: whole provision at least {TARGET_VS_ODOO:g}x faster than "
-            f"db.duplicate_database: {dup:.3f}s / {prov:.3f}s = {dup / prov:.2f}x -> {verdict}"
+            f"db.duplicate_database: {dup:.3f}s / {prov:.3f}s = {dup / prov:.2f}x -> {verdict} "
+            f"(minimums: {best:.2f}x)"
         )
 
 
@@ -520,6 +532,7 @@ def main():
         "Odoo's duplicate runs CREATE DATABASE without a STRATEGY clause (WAL_LOG on "
         "PostgreSQL >= 15), loads the copy's registry, and checks the master password."
     )
+    print(f"Load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}.")
     failed = False
     for template in args.templates:
         # A template in use is old and vacuumed: no autovacuum run during the timings.
@@ -534,6 +547,7 @@ def main():
         f"One remote command (`true`) over an open SSH session: {bench.ssh_round_trip():.3f}s "
         "(the login shell runs the user's startup files for each command)."
     )
+    print(f"Load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}.")
     print(
         "One JSON-RPC call to Odoo that only checks the master password (db.drop of a "
         f"missing database): {bench.master_password_call():.3f}s."
