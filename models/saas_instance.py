@@ -107,6 +107,13 @@ class SaasInstance(models.Model):
     # Provisioning
     # ------------------------------------------------------------------
 
+    def _require_state(self, allowed, message):
+        """Refuse, with ``message(name=, state=)``, an instance not in ``allowed``."""
+        labels = dict(self._fields["state"]._description_selection(self.env))
+        for instance in self:
+            if instance.state not in allowed:
+                raise UserError(message(name=instance.name, state=labels[instance.state]))
+
     def _check_can_provision(self):
         """Validate, in the documented order, that this instance can be provisioned.
 
@@ -114,15 +121,15 @@ class SaasInstance(models.Model):
         are serialised: the second one sees the first and is refused.
         """
         self.ensure_one()
-        if self.state not in ("draft", "failed"):
-            raise UserError(
-                _(
-                    "Instance %(name)s is %(state)s: only a draft or failed instance can be "
-                    "provisioned.",
-                    name=self.name,
-                    state=self.state,
-                )
-            )
+        self._require_state(
+            ("draft", "failed"),
+            lambda name, state: _(
+                "Instance %(name)s is %(state)s: only a draft or failed instance can be "
+                "provisioned.",
+                name=name,
+                state=state,
+            ),
+        )
         server = self.server_id
         if server.state != "active":
             raise UserError(
@@ -235,15 +242,14 @@ class SaasInstance(models.Model):
 
     def action_retry(self):
         """Provision a failed instance again."""
-        for instance in self:
-            if instance.state != "failed":
-                raise UserError(
-                    _(
-                        "Only a failed instance can be retried; %(name)s is %(state)s.",
-                        name=instance.name,
-                        state=instance.state,
-                    )
-                )
+        self._require_state(
+            ("failed",),
+            lambda name, state: _(
+                "Only a failed instance can be retried; %(name)s is %(state)s.",
+                name=name,
+                state=state,
+            ),
+        )
         return self.action_provision()
 
     def _provision(self):
@@ -302,28 +308,26 @@ class SaasInstance(models.Model):
     # ------------------------------------------------------------------
 
     def action_suspend(self):
-        for instance in self:
-            if instance.state != "running":
-                raise UserError(
-                    _(
-                        "Only a running instance can be suspended; %(name)s is %(state)s.",
-                        name=instance.name,
-                        state=instance.state,
-                    )
-                )
+        self._require_state(
+            ("running",),
+            lambda name, state: _(
+                "Only a running instance can be suspended; %(name)s is %(state)s.",
+                name=name,
+                state=state,
+            ),
+        )
         self.write({"state": "suspended"})
         return True
 
     def action_resume(self):
-        for instance in self:
-            if instance.state != "suspended":
-                raise UserError(
-                    _(
-                        "Only a suspended instance can be resumed; %(name)s is %(state)s.",
-                        name=instance.name,
-                        state=instance.state,
-                    )
-                )
+        self._require_state(
+            ("suspended",),
+            lambda name, state: _(
+                "Only a suspended instance can be resumed; %(name)s is %(state)s.",
+                name=name,
+                state=state,
+            ),
+        )
         self.write({"state": "running"})
         return True
 
@@ -332,15 +336,15 @@ class SaasInstance(models.Model):
 
         Safe to repeat: what is already gone is skipped.
         """
+        self._require_state(
+            ("draft", "running", "suspended", "failed"),
+            lambda name, state: _(
+                "Instance %(name)s is %(state)s and cannot be terminated.",
+                name=name,
+                state=state,
+            ),
+        )
         for instance in self:
-            if instance.state in ("provisioning", "terminated"):
-                raise UserError(
-                    _(
-                        "Instance %(name)s is %(state)s and cannot be terminated.",
-                        name=instance.name,
-                        state=instance.state,
-                    )
-                )
             instance._drop_remote()
         self.write({"state": "terminated"})
         return True

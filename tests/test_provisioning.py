@@ -123,7 +123,8 @@ class TestProvisioning(HttpCase, SaasCase):
         self.drop_later(instance.database_name)
         return instance
 
-    def config_params(self, db_name):
+    def query(self, db_name, sql, params=()):
+        """Rows of ``sql`` run in database ``db_name``."""
         conn = psycopg2.connect(
             host=self.pg.host,
             port=self.pg.port,
@@ -133,26 +134,17 @@ class TestProvisioning(HttpCase, SaasCase):
         )
         try:
             with conn.cursor() as cr:
-                cr.execute("SELECT key, value FROM ir_config_parameter")
-                return dict(cr.fetchall())
+                cr.execute(sql, params)
+                return cr.fetchall()
         finally:
             conn.close()
 
+    def config_params(self, db_name):
+        return dict(self.query(db_name, "SELECT key, value FROM ir_config_parameter"))
+
     def module_state(self, db_name, module):
-        conn = psycopg2.connect(
-            host=self.pg.host,
-            port=self.pg.port,
-            user=self.pg.user,
-            password=self.pg.password,
-            dbname=db_name,
-        )
-        try:
-            with conn.cursor() as cr:
-                cr.execute("SELECT state FROM ir_module_module WHERE name = %s", [module])
-                row = cr.fetchone()
-                return row and row[0]
-        finally:
-            conn.close()
+        rows = self.query(db_name, "SELECT state FROM ir_module_module WHERE name = %s", [module])
+        return rows[0][0] if rows else None
 
     # --- tests ---------------------------------------------------------------
 
