@@ -125,6 +125,25 @@ class TestI18n(TransactionCase):
         )
         self.assertEqual(server.state, "draft")
 
+    def test_user_error_of_an_instance_action(self):
+        server = self.env["saas.server"].create(
+            {"name": "Nantes 1", "code": "i18n-nan1", "server_url": "https://i18n-nan1.example.com"}
+        )
+        instance = self.env["saas.instance"].create(
+            {"name": "Client N", "database_name": "i18n_nan1_client", "server_id": server.id}
+        )
+        with self.assertRaises(UserError) as caught:
+            self.as_user(self.fr_user, "saas.instance").browse(instance.id).action_suspend()
+        self.assertIn(
+            "Seule une instance en service peut être suspendue ; Client N est à l'état ",
+            str(caught.exception),
+        )
+        with self.assertRaises(UserError) as caught:
+            self.as_user(self.en_user, "saas.instance").browse(instance.id).action_suspend()
+        self.assertIn(
+            "Only a running instance can be suspended; Client N is ", str(caught.exception)
+        )
+
     def test_connection_notification(self):
         server = self.env["saas.server"].create(
             {"name": "Lyon 1", "code": "i18n-lyo1", "server_url": closed_port_url()}
