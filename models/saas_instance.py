@@ -1,7 +1,7 @@
 import logging
 
 from odoo import _, api, fields, models
-from odoo.exceptions import UserError, ValidationError
+from odoo.exceptions import AccessError, UserError, ValidationError
 
 from ..remote import capacity, exceptions, names, pg_clone, ssh
 
@@ -11,6 +11,8 @@ _logger = logging.getLogger(__name__)
 # Drafts are requests, not reservations: were they counted, two drafts competing
 # for a server's last slot would each see the other and neither would get it.
 PROVISIONED_STATES = ("provisioning", "running", "suspended")
+# What a provisioned instance is made of: fixed once it exists on its server.
+LOCATION_FIELDS = ("database_name", "server_id", "template_id", "subdomain")
 
 
 class SaasInstance(models.Model):
@@ -22,7 +24,12 @@ class SaasInstance(models.Model):
     name = fields.Char(required=True, tracking=True)
     database_name = fields.Char(required=True, tracking=True, copy=False)
     subdomain = fields.Char(tracking=True, copy=False)
-    template_id = fields.Many2one("saas.template", tracking=True, ondelete="restrict")
+    template_id = fields.Many2one(
+        "saas.template",
+        tracking=True,
+        ondelete="restrict",
+        domain="[('server_id', '=', server_id), ('state', '=', 'ready')]",
+    )
     plan_id = fields.Many2one("saas.plan", tracking=True, ondelete="restrict")
     partner_id = fields.Many2one("res.partner", string="Customer", tracking=True)
     server_id = fields.Many2one(
@@ -85,13 +92,28 @@ class SaasInstance(models.Model):
             else:
                 instance.url = f"{server.server_url}/web?db={instance.database_name}"
 
-    @api.constrains("database_name")
+    @api.onchange("plan_id")
+    def _onchange_plan_id(self):
+        if self.plan_id.template_id and not self.template_id:
+            self.template_id = self.plan_id.template_id
+            self.server_id = self.plan_id.template_id.server_id
+
+    @api.constrains("database_name", "server_id")
     def _check_database_name(self):
         for instance in self:
             try:
                 names.validate_database_name(instance.database_name or "")
             except exceptions.InvalidDatabaseName as exc:
                 raise ValidationError(str(exc)) from None
+            if instance.database_name in instance.server_id.template_ids.mapped("database_name"):
+                raise ValidationError(
+                    _(
+                        "%(db)s is the database of a template on %(server)s: an instance needs "
+                        "a database of its own.",
+                        db=instance.database_name,
+                        server=instance.server_id.name,
+                    )
+                )
 
     @api.constrains("subdomain")
     def _check_subdomain(self):
@@ -102,6 +124,31 @@ class SaasInstance(models.Model):
                 raise ValidationError(
                     _("Subdomain %(value)r: %(reason)s", value=instance.subdomain, reason=exc)
                 ) from None
+
+    def write(self, vals):
+        if "state" in vals and not (
+            self.env.context.get("saas_instance_action")
+            or self.env.su
+            or self.env.user.has_group("saas_manager.group_saas_admin")
+        ):
+            # Managers move instances through the actions, which check what each
+            # state needs; only administrators may set a state by hand.
+            raise AccessError(_("The state of an instance changes through its buttons."))
+        located = self.filtered(lambda inst: inst.state not in ("draft", "failed"))
+        changed = [fname for fname in LOCATION_FIELDS if fname in vals]
+        if located and changed:
+            raise UserError(
+                _(
+                    "%(fields)s of instance %(name)s cannot change once it is provisioned.",
+                    fields=", ".join(self._fields[fname].string for fname in changed),
+                    name=located[0].name,
+                )
+            )
+        return super().write(vals)
+
+    def _write_state(self, vals):
+        """Write a state change decided by one of the actions."""
+        return self.with_context(saas_instance_action=True).write(vals)
 
     # ------------------------------------------------------------------
     # Provisioning
@@ -123,7 +170,7 @@ class SaasInstance(models.Model):
         self.ensure_one()
         self._require_state(
             ("draft", "failed"),
-            lambda name, state: _(
+            lambda name, state: self.env._(
                 "Instance %(name)s is %(state)s: only a draft or failed instance can be "
                 "provisioned.",
                 name=name,
@@ -221,19 +268,18 @@ class SaasInstance(models.Model):
         ``failed`` with the reason and frees its slot; it is reported by a
         notification rather than an exception, which would roll back that record.
         """
-        failures = []
-        for instance in self:
-            instance._check_can_provision()
-            if not instance._provision():
-                failures.append(instance)
-        if not failures:
+        # One at a time: a check failing on a second instance would roll back the
+        # record of a first one already cloned, and orphan its database.
+        self.ensure_one()
+        self._check_can_provision()
+        if self._provision():
             return True
         return {
             "type": "ir.actions.client",
             "tag": "display_notification",
             "params": {
                 "title": _("Provisioning failed"),
-                "message": "\n".join(f"{instance.name}: {instance.error}" for instance in failures),
+                "message": f"{self.name}: {self.error}",
                 "type": "danger",
                 "sticky": True,
                 "next": {"type": "ir.actions.act_window_close"},
@@ -244,7 +290,7 @@ class SaasInstance(models.Model):
         """Provision a failed instance again."""
         self._require_state(
             ("failed",),
-            lambda name, state: _(
+            lambda name, state: self.env._(
                 "Only a failed instance can be retried; %(name)s is %(state)s.",
                 name=name,
                 state=state,
@@ -257,7 +303,7 @@ class SaasInstance(models.Model):
         self.ensure_one()
         server = self.server_id
         template = self.template_id
-        self.write({"state": "provisioning", "error": False})
+        self._write_state({"state": "provisioning", "error": False})
         source = server._filestore_path(template.database_name)
         target = server._filestore_path(self.database_name)
         _logger.info(
@@ -279,13 +325,13 @@ class SaasInstance(models.Model):
                 )
         except (exceptions.RemoteError, UserError) as exc:
             reason = str(exc.args[0]) if isinstance(exc, UserError) else str(exc)
-            self.write({"state": "failed", "error": reason})
+            self._write_state({"state": "failed", "error": reason})
             self.message_post(body=_("Provisioning failed: %(reason)s", reason=reason))
             _logger.warning(
                 "Provisioning instance %s on %s failed: %s", self.database_name, server.code, reason
             )
             return False
-        self.write({"state": "running", "provisioned_date": fields.Datetime.now()})
+        self._write_state({"state": "running", "provisioned_date": fields.Datetime.now()})
         self.message_post(
             body=_(
                 "Provisioned on %(server)s from %(template)s in %(seconds).2f s.",
@@ -310,35 +356,39 @@ class SaasInstance(models.Model):
     def action_suspend(self):
         self._require_state(
             ("running",),
-            lambda name, state: _(
+            lambda name, state: self.env._(
                 "Only a running instance can be suspended; %(name)s is %(state)s.",
                 name=name,
                 state=state,
             ),
         )
-        self.write({"state": "suspended"})
+        self._write_state({"state": "suspended"})
         return True
 
     def action_resume(self):
         self._require_state(
             ("suspended",),
-            lambda name, state: _(
+            lambda name, state: self.env._(
                 "Only a suspended instance can be resumed; %(name)s is %(state)s.",
                 name=name,
                 state=state,
             ),
         )
-        self.write({"state": "running"})
+        self._write_state({"state": "running"})
         return True
 
     def action_terminate(self):
         """Drop the instance's database and filestore, then free its slot.
 
-        Safe to repeat: what is already gone is skipped.
+        Safe to repeat: what is already gone is skipped. Only a running or
+        suspended instance has a database and filestore of its own: a draft has
+        none yet, and a failed provision leaves none (its name may even be another
+        database's, the reason it failed), so nothing is dropped for those.
         """
+        self.ensure_one()
         self._require_state(
             ("draft", "running", "suspended", "failed"),
-            lambda name, state: _(
+            lambda name, state: self.env._(
                 "Instance %(name)s is %(state)s and cannot be terminated.",
                 name=name,
                 state=state,
@@ -346,13 +396,13 @@ class SaasInstance(models.Model):
         )
         for instance in self:
             instance._drop_remote()
-        self.write({"state": "terminated"})
+        self._write_state({"state": "terminated"})
         return True
 
     def _drop_remote(self):
         self.ensure_one()
         server = self.server_id
-        if self.state == "draft":
+        if self.state not in ("running", "suspended"):
             return
         try:
             pg_clone.drop_database(server._pg_params(), self.database_name)

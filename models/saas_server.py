@@ -4,9 +4,9 @@ import re
 from urllib.parse import urlsplit
 
 from odoo import _, api, fields, models
-from odoo.exceptions import UserError, ValidationError
+from odoo.exceptions import AccessError, UserError, ValidationError
 
-from ..remote import capacity, health, odoo_rpc, pg_clone, ssh
+from ..remote import capacity, exceptions, health, odoo_rpc, pg_clone, ssh
 
 _logger = logging.getLogger(__name__)
 
@@ -15,6 +15,21 @@ CODE_PATTERN = re.compile(r"[a-z0-9_-]+")
 # Instances in these states no longer hold a slot on their server.
 SLOT_FREE_STATES = ("failed", "terminated")
 SLOW_RESPONSE_MS = 2000
+# Where the server's secrets are sent. Whoever may change these may redirect the
+# master password, PostgreSQL password or SSH credentials to a host of their own,
+# so, like the secrets themselves, they are changed by SaaS administrators only.
+CONNECTION_FIELDS = (
+    "server_url",
+    "tls_ca_bundle",
+    "ip_address",
+    "ssh_port",
+    "ssh_user",
+    "ssh_host_key",
+    "db_host",
+    "db_port",
+    "db_user",
+    "data_dir",
+)
 
 
 class SaasServer(models.Model):
@@ -170,14 +185,16 @@ class SaasServer(models.Model):
     @api.constrains("server_url")
     def _check_server_url(self):
         for server in self:
-            url = server.server_url or ""
-            if not url.startswith(("http://", "https://")) or not urlsplit(url).hostname:
+            try:
+                odoo_rpc.validate_base_url(server.server_url or "")
+            except exceptions.InvalidInput as exc:
                 raise ValidationError(
                     _(
-                        "Server URL %(url)r must start with http:// or https:// and name a host.",
-                        url=url,
+                        "Server URL must be http:// or https:// and name a host, with no "
+                        "credentials, query or fragment: %(reason)s",
+                        reason=exc,
                     )
-                )
+                ) from None
 
     @api.constrains("max_instances")
     def _check_max_instances(self):
@@ -241,6 +258,15 @@ class SaasServer(models.Model):
         return servers
 
     def write(self, vals):
+        changed = [fname for fname in CONNECTION_FIELDS if fname in vals]
+        if changed and not (self.env.su or self.env.user.has_group(ADMIN_GROUP)):
+            raise AccessError(
+                _(
+                    "Only a SaaS administrator may change where a server is reached "
+                    "(%(fields)s).",
+                    fields=", ".join(self._fields[fname].string for fname in changed),
+                )
+            )
         vals = self._normalize_vals(dict(vals))
         old_states = {server.id: server.state for server in self} if "state" in vals else {}
         res = super().write(vals)
@@ -260,8 +286,8 @@ class SaasServer(models.Model):
         if hosting:
             raise UserError(
                 _(
-                    "Server %(names)s still hosts instances: terminate or move them before "
-                    "deleting it.",
+                    "Server %(names)s still has instances, terminated ones included: delete "
+                    "them before deleting the server.",
                     names=", ".join(hosting.mapped("name")),
                 )
             )
@@ -394,7 +420,14 @@ class SaasServer(models.Model):
         network or protocol fault.
         """
         self.ensure_one()
-        return self._probe_all()[self.id].online
+        result = self._probe_all()[self.id]
+        _logger.info(
+            "Connection to SaaS server %s (%s): %s",
+            self.code,
+            self.server_url,
+            "ok" if result.online else result.error,
+        )
+        return result.online
 
     # ------------------------------------------------------------------
     # Settings for the remote package (secrets read here, at the point of use)

@@ -14,6 +14,7 @@ import time
 import uuid
 
 import psycopg2
+from psycopg2 import sql
 
 from odoo import SUPERUSER_ID, api
 from odoo.exceptions import UserError
@@ -266,6 +267,35 @@ class TestProvisioning(HttpCase, SaasCase):
         shutil.rmtree(target)
         instance.action_retry()
         self.assertEqual(instance.state, "running")
+
+    def test_terminating_a_failed_instance_drops_nothing(self):
+        """A provision that failed on another's database must not let Terminate drop it."""
+        template = self.make_template()
+        template.state = "ready"
+        # A database that exists on the server but is not this instance's.
+        foreign = unique_db_name("saas_foreign")
+        conn = psycopg2.connect(
+            host=self.pg.host,
+            port=self.pg.port,
+            user=self.pg.user,
+            password=self.pg.password,
+            dbname="postgres",
+        )
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cr:
+                cr.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(foreign)))
+        finally:
+            conn.close()
+        self.drop_later(foreign)
+        instance = self.make_instance(template, database_name=foreign)
+        with mute_logger(*LOGGERS):
+            instance.action_provision()
+        self.assertEqual(instance.state, "failed")
+        self.assertIn("exists", instance.error)
+        instance.action_terminate()
+        self.assertEqual(instance.state, "terminated")
+        self.assertTrue(pg_clone.database_exists(self.pg, foreign))
 
     def test_template_failure_drops_the_database(self):
         template = self.make_template(module_names="no_such_module_anywhere")

@@ -73,3 +73,22 @@ class TestSaasInstance(SaasCase):
         draft.action_terminate()
         self.assertEqual(draft.state, "terminated")
         self.assertEqual(server.instance_count, 1)
+
+    def test_provisioned_instance_keeps_its_location(self):
+        server = self.make_server()
+        instance = self.make_instances(server, 1, state="running")
+        with self.assertRaises(UserError) as caught:
+            instance.write({"database_name": "elsewhere"})
+        self.assertIn("cannot change", str(caught.exception))
+        failed = self.make_instances(server, 1, state="failed")
+        failed.database_name = "corrected_name"
+        self.assertEqual(failed.database_name, "corrected_name")
+
+    def test_instance_database_is_not_a_template(self):
+        server = self.make_server()
+        self.env["saas.template"].create(
+            {"name": "T", "database_name": "tpl_db", "server_id": server.id}
+        )
+        with self.assertRaises(ValidationError) as caught:
+            self.Instance.create({"name": "x", "database_name": "tpl_db", "server_id": server.id})
+        self.assertIn("template", str(caught.exception))

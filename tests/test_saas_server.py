@@ -38,7 +38,14 @@ class TestSaasServerConstraints(SaasCase):
             self.make_server(server_url="https://one.example.com")
 
     def test_url_scheme(self):
-        for url in ("ftp://files.example.com", "one.example.com", "http://", "javascript:alert(1)"):
+        for url in (
+            "ftp://files.example.com",
+            "one.example.com",
+            "http://",
+            "javascript:alert(1)",
+            "https://admin:s3cret@one.example.com",
+            "https://one.example.com/?db=x",
+        ):
             with self.subTest(url=url), self.assertRaisesRegex(ValidationError, "http"):
                 self.make_server(server_url=url)
         self.assertEqual(self.make_server(server_url="http://ok.example.com").state, "draft")
@@ -64,7 +71,7 @@ class TestSaasServerConstraints(SaasCase):
     def test_delete_with_instances_refused(self):
         server = self.make_server()
         self.make_instances(server, 1, state="terminated")
-        with self.assertRaisesRegex(UserError, "still hosts instances"):
+        with self.assertRaisesRegex(UserError, "still has instances"):
             server.unlink()
         self.assertTrue(server.exists())
         empty = self.make_server()

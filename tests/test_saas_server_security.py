@@ -116,3 +116,28 @@ class TestSaasServerSecurity(SaasCase):
         )
         self.assertNotIn("tracked?", bodies)
         self.assertNotIn("tracked?", " ".join(self.server.message_ids.mapped("body")))
+
+    @mute_logger("odoo.models", "odoo.addons.base.models.ir_model")
+    def test_only_admins_redirect_a_server(self):
+        """Changing where secrets are sent is as sensitive as the secrets."""
+        server = self.server.with_user(self.saas_manager)
+        for fname, value in (
+            ("server_url", "https://elsewhere.example.com"),
+            ("db_host", "elsewhere.example.com"),
+            ("ssh_host_key", "ssh-ed25519 AAAAelsewhere"),
+            ("ip_address", "10.9.9.9"),
+        ):
+            with self.subTest(field=fname), self.assertRaises(AccessError):
+                server.write({fname: value})
+        self.assertNotEqual(self.server.db_host, "elsewhere.example.com")
+        self.server.with_user(self.saas_admin).write({"db_host": "db.example.com"})
+        self.assertEqual(self.server.db_host, "db.example.com")
+
+    @mute_logger("odoo.models", "odoo.addons.base.models.ir_model")
+    def test_instance_state_changes_through_actions(self):
+        instance = self.make_instances(self.server, 1, state="running")
+        as_manager = instance.with_user(self.saas_manager)
+        with self.assertRaises(AccessError):
+            as_manager.write({"state": "terminated"})
+        as_manager.action_suspend()
+        self.assertEqual(instance.state, "suspended")
