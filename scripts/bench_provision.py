@@ -2,7 +2,7 @@
 """Benchmark provisioning a database from an Odoo template, every way in one run.
 
 For each template database it times, --repeat times each (rounds interleaved, after
---warmup untimed rounds), every copy dropped again (with its filestore) after timing:
+--warmup untimed rounds), every copy dropped again (with its filestore) after the timings:
 
 * a bare ``CREATE DATABASE x TEMPLATE t STRATEGY s`` over psycopg2 (the baseline),
   for each strategy;
@@ -18,6 +18,12 @@ Then it prints the medians, their ratio to the bare clone, the whole provision's
 breakdown and whether the targets hold. ``scripts/bench_provision`` starts
 everything this needs on 127.0.0.1 and calls it; the PostgreSQL and master
 passwords come from the environment (BENCH_PG_PASSWORD, BENCH_MASTER_PASSWORD).
+
+Copies are dropped at the end of the run, not right after each timing: on ext4,
+creating files shortly after many were deleted is slow (the inode allocator skips
+recently freed inodes; up to 5 minutes after the deletion), and every method here
+creates a few thousand files. Dropping each copy at once added 3-4 s to every
+following CREATE DATABASE of a 29 MB template on a 2-core VM (--drop-each shows it).
 
 Not a test: timings depend on the machine.
 """
@@ -80,6 +86,8 @@ class Bench:
         self.data_dir = Path(args.data_dir)
         self.pg_env = dict(os.environ, PGPASSWORD=self.pg.password or "")
         self.can_checkpoint = True
+        # The copies made so far, dropped at the end of the run (see --drop-each).
+        self.copies = []
         # The copy time clone_database logs, to split the whole provision.
         self.clone_log = CloneLog()
         logging.getLogger(pg_clone.__name__).addHandler(self.clone_log)
@@ -369,13 +377,20 @@ def run_once(bench, method, template, target, timed):
         if method.filestore and has_filestore and not bench.filestore(target).is_dir():
             raise RuntimeError(f"the filestore of {target} was not copied")
     finally:
-        try:
-            method.drop(bench, target)
-        except Exception as exc:
-            print(f"  warning: cannot drop {target}: {exc}", file=sys.stderr)
+        if bench.args.drop_each:
+            drop_copy(bench, method, target)
+        else:
+            bench.copies.append((method, target))
     if timed:
         method.times.append(elapsed)
         method.parts.append(parts)
+
+
+def drop_copy(bench, method, target):
+    try:
+        method.drop(bench, target)
+    except Exception as exc:
+        print(f"  warning: cannot drop {target}: {exc}", file=sys.stderr)
 
 
 def bench_template(bench, template, methods, repeat, warmup):
@@ -489,6 +504,12 @@ def main():
     parser.add_argument("--templates", nargs="+", required=True, help="template databases")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs of each method")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser.add_argument(
+        "--drop-each",
+        action="store_true",
+        help="drop each copy right after its timing instead of all at the end; on ext4 "
+        "the next CREATE DATABASE then pays for the deleted files (see the docstring)",
+    )
     parser.add_argument("--pg-host", default="127.0.0.1")
     parser.add_argument("--pg-port", type=int, default=5432)
     parser.add_argument("--pg-user", default="odoo")
@@ -526,7 +547,11 @@ def main():
         f"{args.repeat} timed runs per method after {args.warmup} warm-up round(s), "
         f"rounds interleaved"
         + (", each run from a CHECKPOINT" if bench.can_checkpoint else "")
-        + "; every copy dropped after timing."
+        + (
+            "; each copy dropped right after its timing."
+            if args.drop_each
+            else "; copies dropped at the end of the run."
+        )
     )
     print(
         "Odoo's duplicate runs CREATE DATABASE without a STRATEGY clause (WAL_LOG on "
@@ -534,14 +559,19 @@ def main():
     )
     print(f"Load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}.")
     failed = False
-    for template in args.templates:
-        # A template in use is old and vacuumed: no autovacuum run during the timings.
-        bench.query("VACUUM (ANALYZE)", dbname=template)
-        line = describe_template(bench, template)
-        print(f"benchmarking {line}", file=sys.stderr)
-        bench_template(bench, template, methods, args.repeat, args.warmup)
-        report(line, methods, reference, args.repeat)
-        failed = failed or any(m.error for m in methods)
+    try:
+        for template in args.templates:
+            # A template in use is old and vacuumed: no autovacuum run during the timings.
+            bench.query("VACUUM (ANALYZE)", dbname=template)
+            line = describe_template(bench, template)
+            print(f"benchmarking {line}", file=sys.stderr)
+            bench_template(bench, template, methods, args.repeat, args.warmup)
+            report(line, methods, reference, args.repeat)
+            failed = failed or any(m.error for m in methods)
+    finally:
+        print(f"dropping {len(bench.copies)} copies", file=sys.stderr)
+        for method, target in bench.copies:
+            drop_copy(bench, method, target)
     print()
     print(
         f"One remote command (`true`) over an open SSH session: {bench.ssh_round_trip():.3f}s "
