@@ -3,7 +3,7 @@ import logging
 from odoo import _, api, fields, models
 from odoo.exceptions import AccessError, UserError, ValidationError
 
-from ..remote import capacity, exceptions, names, pg_clone, ssh
+from ..remote import capacity, exceptions, names, pg_clone, provision, ssh
 
 _logger = logging.getLogger(__name__)
 
@@ -315,14 +315,15 @@ class SaasInstance(models.Model):
         try:
             ssh_settings = server._ssh_settings()
             pg_params = server._pg_params()
-            with ssh.SshSession(ssh_settings) as session:
-                result = pg_clone.clone_database(
-                    pg_params,
-                    template.database_name,
-                    self.database_name,
-                    base_url=self._base_url(),
-                    after_clone=lambda _db: session.copy_tree(source, target),
-                )
+            result = provision.provision(
+                pg_params,
+                ssh_settings,
+                template.database_name,
+                self.database_name,
+                source_dir=source,
+                target_dir=target,
+                base_url=self._base_url(),
+            )
         except (exceptions.RemoteError, UserError) as exc:
             reason = str(exc.args[0]) if isinstance(exc, UserError) else str(exc)
             self._write_state({"state": "failed", "error": reason})
@@ -345,7 +346,7 @@ class SaasInstance(models.Model):
             self.database_name,
             server.code,
             result.duration_s,
-            result.strategy,
+            result.clone.strategy,
         )
         return True
 

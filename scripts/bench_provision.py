@@ -10,7 +10,7 @@ For each template database it times, --repeat times each (rounds interleaved, af
   identity);
 * the whole provision as ``saas.instance._provision`` does it: an SSH session to
   the host, ``clone_database`` with the default strategy and ``base_url``, and the
-  template's filestore copied over SSH in ``after_clone``;
+  template's filestore copied over SSH beside the clone (``remote.provision``);
 * ``createdb`` then ``pg_dump -Fc | pg_restore`` (the database only);
 * Odoo's own ``db.duplicate_database`` over JSON-RPC (database and filestore).
 
@@ -46,7 +46,7 @@ from psycopg2 import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from remote import odoo_rpc, pg_clone, ssh  # noqa: E402
+from remote import odoo_rpc, pg_clone, provision, ssh  # noqa: E402
 
 # The whole provision must stay within this factor of the bare clone, and be at
 # least this much faster than Odoo's db.duplicate_database.
@@ -54,13 +54,7 @@ TARGET_VS_BARE = 2.0
 TARGET_VS_ODOO = 2.0
 BASE_URL = "https://bench.example.com"
 PG_COMMAND_TIMEOUT = 900
-PROVISION_PARTS = (
-    "ssh connect",
-    "CREATE DATABASE",
-    "new identity",
-    "filestore copy",
-    "ssh close",
-)
+PROVISION_PARTS = ("CREATE DATABASE", "clone")
 
 
 class Bench:
@@ -220,36 +214,24 @@ def pg_clone_only(strategy):
 
 
 def whole_provision(bench, template, target):
-    """What ``saas.instance._provision`` does, with its parts timed."""
-    parts = {}
-    source = str(bench.filestore(template))
-    destination = str(bench.filestore(target))
+    """What ``saas.instance._provision`` does (``remote.provision``), with its parts timed.
 
-    def copy_filestore(_db):
-        started = time.monotonic()
-        try:
-            return session.copy_tree(source, destination)
-        finally:
-            parts["filestore copy"] = time.monotonic() - started
-
-    started = time.monotonic()
-    session = ssh.SshSession(bench.ssh_settings)
-    session.open()
-    try:
-        parts["ssh connect"] = time.monotonic() - started
-        bench.clone_log.copy_s = None
-        clone_started = time.monotonic()
-        pg_clone.clone_database(
-            bench.pg, template, target, base_url=BASE_URL, after_clone=copy_filestore
-        )
-        clone_s = time.monotonic() - clone_started
-    finally:
-        closing = time.monotonic()
-        session.close()
-        parts["ssh close"] = time.monotonic() - closing
+    The filestore copy (SSH connect included) runs beside the clone, so the parts
+    overlap: the whole is about the longer of the two, not their sum.
+    """
+    bench.clone_log.copy_s = None
+    result = provision.provision(
+        bench.pg,
+        bench.ssh_settings,
+        template,
+        target,
+        source_dir=str(bench.filestore(template)),
+        target_dir=str(bench.filestore(target)),
+        base_url=BASE_URL,
+    )
+    parts = {"clone": result.clone.duration_s}
     if bench.clone_log.copy_s is not None:
         parts["CREATE DATABASE"] = bench.clone_log.copy_s
-        parts["new identity"] = clone_s - bench.clone_log.copy_s - parts["filestore copy"]
     return {key: parts[key] for key in PROVISION_PARTS if key in parts}
 
 

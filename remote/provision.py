@@ -1,0 +1,101 @@
+"""Provision an instance: clone the template database and copy its filestore, at once.
+
+The two halves touch different systems (the server's PostgreSQL, and its disk over
+SSH), so they run side by side: the filestore copy, with its SSH connection, takes
+about as long as the clone itself, and doing them one after the other would double
+the time of a provision. Either half failing undoes the other, so a failed
+provision leaves neither a database nor a filestore behind.
+"""
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from . import pg_clone, ssh
+from .exceptions import RemoteError
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    """What :func:`provision` did: the clone's result, whether a filestore was
+    copied (a template without attachments has none), and the whole duration."""
+
+    clone: pg_clone.CloneResult
+    filestore_copied: bool
+    duration_s: float
+
+
+def _copy_filestore(ssh_settings, source_dir, target_dir):
+    with ssh.SshSession(ssh_settings) as session:
+        return session.copy_tree(source_dir, target_dir)
+
+
+def _remove_filestore(ssh_settings, target_dir):
+    with ssh.SshSession(ssh_settings) as session:
+        session.remove_tree(target_dir)
+
+
+def provision(
+    pg_params,
+    ssh_settings,
+    template,
+    target,
+    *,
+    source_dir,
+    target_dir,
+    base_url=None,
+    strategy=None,
+):
+    """Clone database ``template`` into ``target`` and copy ``source_dir`` to ``target_dir``.
+
+    :param pg_params: :class:`pg_clone.ConnectionParams` of the server's PostgreSQL.
+    :param ssh_settings: :class:`ssh.SshSettings` of the server.
+    :param source_dir: the template's filestore on the server.
+    :param target_dir: the new database's filestore (must not exist).
+    :param base_url: the clone's ``web.base.url``.
+    :returns: a :class:`ProvisionResult`.
+    :raises RemoteError: the first failure (the clone's if both failed), once what
+        the other half made is removed. Nothing that existed before is touched: a
+        filestore that was already there is refused, not removed.
+    """
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="saas-filestore") as pool:
+        copy = pool.submit(_copy_filestore, ssh_settings, source_dir, target_dir)
+        clone_result = clone_error = None
+        try:
+            clone_result = pg_clone.clone_database(
+                pg_params, template, target, base_url=base_url, strategy=strategy
+            )
+        except RemoteError as exc:
+            clone_error = exc
+        copied = False
+        copy_error = None
+        try:
+            copied = copy.result()
+        except RemoteError as exc:
+            copy_error = exc
+    if clone_error is None and copy_error is None:
+        duration = time.monotonic() - started
+        _logger.info(
+            "Provisioned %s from %s in %.3f s (filestore %s)",
+            target,
+            template,
+            duration,
+            "copied" if copied else "none",
+        )
+        return ProvisionResult(clone_result, copied, duration)
+    # Undo the half that worked; report the failure that stopped the provision.
+    if clone_error is None:
+        try:
+            pg_clone.drop_database(pg_params, target)
+        except RemoteError:
+            _logger.exception("Could not drop %s after its filestore copy failed", target)
+    if copied:
+        try:
+            _remove_filestore(ssh_settings, target_dir)
+        except RemoteError:
+            _logger.exception("Could not remove %s after the clone failed", target_dir)
+    raise clone_error or copy_error
