@@ -7,6 +7,7 @@ from odoo import _, api, fields, models
 from odoo.exceptions import AccessError, UserError, ValidationError
 
 from ..remote import capacity, exceptions, health, odoo_rpc, pg_clone, ssh
+from .saas_server_health_check import HEALTH_STATUSES
 
 _logger = logging.getLogger(__name__)
 
@@ -136,12 +137,7 @@ class SaasServer(models.Model):
         copy=False,
     )
     health_status = fields.Selection(
-        [
-            ("healthy", "Healthy"),
-            ("warning", "Warning"),
-            ("critical", "Critical"),
-            ("unknown", "Unknown"),
-        ],
+        HEALTH_STATUSES,
         default="unknown",
         required=True,
         copy=False,

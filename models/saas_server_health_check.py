@@ -3,6 +3,13 @@ from datetime import timedelta
 from odoo import api, fields, models
 
 HISTORY_DAYS = 90
+# Shared with saas.server, whose health_status is the last of these.
+HEALTH_STATUSES = [
+    ("healthy", "Healthy"),
+    ("warning", "Warning"),
+    ("critical", "Critical"),
+    ("unknown", "Unknown"),
+]
 
 
 class SaasServerHealthCheck(models.Model):
@@ -17,16 +24,7 @@ class SaasServerHealthCheck(models.Model):
     check_date = fields.Datetime(
         required=True, default=fields.Datetime.now, index=True, readonly=True
     )
-    health_status = fields.Selection(
-        [
-            ("healthy", "Healthy"),
-            ("warning", "Warning"),
-            ("critical", "Critical"),
-            ("unknown", "Unknown"),
-        ],
-        required=True,
-        readonly=True,
-    )
+    health_status = fields.Selection(HEALTH_STATUSES, required=True, readonly=True)
     online = fields.Boolean(readonly=True)
     response_time_ms = fields.Integer(string="Response Time (ms)", readonly=True)
     server_version = fields.Char(readonly=True)
