@@ -69,6 +69,26 @@ class SelfManagedUiCase(HttpCase, SaasCase):
 
 
 @tagged("post_install", "-at_install")
+class TestUiTemplate(SelfManagedUiCase):
+    def test_create_database_from_the_form(self):
+        server = self.make_server(
+            name="Tour Template Server", master_password="tour-master-" + secrets.token_hex(4)
+        )
+        server.state = "active"
+        cron = self.env.ref("saas_manager.ir_cron_saas_template_create")
+        triggers_before = self.env["ir.cron.trigger"].search_count([("cron_id", "=", cron.id)])
+        self.run_tour(
+            f"/odoo?{urlencode({'saas_server': server.name})}", "saas_manager_template_tour"
+        )
+        template = self.env["saas.template"].search([("database_name", "=", "tour_template_db")])
+        self.assertEqual(template.server_id, server)
+        self.assertEqual(template.state, "creating")
+        # The button queued the work for the cron job rather than doing it in the request.
+        triggers = self.env["ir.cron.trigger"].search_count([("cron_id", "=", cron.id)])
+        self.assertGreater(triggers, triggers_before)
+
+
+@tagged("post_install", "-at_install")
 class TestUiServer(SelfManagedUiCase):
     def test_register_test_and_activate_a_server(self):
         self.run_tour("/odoo", "saas_manager_server_tour")
