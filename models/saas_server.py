@@ -306,12 +306,23 @@ class SaasServer(models.Model):
         Only network I/O happens in the pool's threads: no ORM access there.
         """
         targets = [server._health_target() for server in self]
-        return health.probe_many(
+        results = health.probe_many(
             targets,
             connect_timeout=self._health_connect_timeout,
             timeout=self._health_timeout,
             max_workers=self._health_max_workers,
         )
+        # Every connection attempt, whichever action made it, logged once here.
+        for server in self:
+            result = results[server.id]
+            _logger.info(
+                "Connection to SaaS server %s (%s): %s in %s ms",
+                server.code,
+                server.server_url,
+                "ok" if result.online else f"failed, {result.error}",
+                result.response_time_ms,
+            )
+        return results
 
     def _health_status_for(self, result):
         self.ensure_one()
@@ -328,11 +339,12 @@ class SaasServer(models.Model):
         self.ensure_one()
         status = self._health_status_for(result)
         now = fields.Datetime.now()
+        error = (result.error or "")[:250] or False
         vals = {
             "health_status": status,
             "last_check_date": now,
             "response_time_ms": result.response_time_ms,
-            "last_check_error": (result.error or "")[:250] or False,
+            "last_check_error": error,
         }
         if result.online:
             vals["server_version"] = result.version or False
@@ -352,7 +364,7 @@ class SaasServer(models.Model):
                 "online": result.online,
                 "response_time_ms": result.response_time_ms,
                 "server_version": result.version or False,
-                "error": (result.error or "")[:250] or False,
+                "error": error,
             }
         )
         log = _logger.info if result.online else _logger.warning
@@ -416,14 +428,7 @@ class SaasServer(models.Model):
         network or protocol fault.
         """
         self.ensure_one()
-        result = self._probe_all()[self.id]
-        _logger.info(
-            "Connection to SaaS server %s (%s): %s",
-            self.code,
-            self.server_url,
-            "ok" if result.online else result.error,
-        )
-        return result.online
+        return self._probe_all()[self.id].online
 
     # ------------------------------------------------------------------
     # Settings for the remote package (secrets read here, at the point of use)
@@ -491,14 +496,6 @@ class SaasServer(models.Model):
 
     def action_activate(self):
         results = self._probe_all()
-        for server in self:
-            result = results[server.id]
-            _logger.info(
-                "Activation of SaaS server %s (%s): connection %s",
-                server.code,
-                server.server_url,
-                "ok" if result.online else f"failed: {result.error}",
-            )
         unreachable = [
             (server, results[server.id]) for server in self if not results[server.id].online
         ]
@@ -547,12 +544,6 @@ class SaasServer(models.Model):
     def action_test_connection(self):
         self.ensure_one()
         result = self._probe_all()[self.id]
-        _logger.info(
-            "Connection test of SaaS server %s (%s): %s",
-            self.code,
-            self.server_url,
-            "online" if result.online else result.error,
-        )
         if result.online:
             params = {
                 "title": _("Connection successful"),

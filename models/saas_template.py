@@ -242,7 +242,7 @@ class SaasTemplate(models.Model):
         client.execute_kw(
             db, uid, admin_password, "ir.module.module", "button_immediate_install", [ids]
         )
-        installed = client.execute_kw(
+        not_installed = client.execute_kw(
             db,
             uid,
             admin_password,
@@ -251,11 +251,11 @@ class SaasTemplate(models.Model):
             [[("id", "in", ids), ("state", "!=", "installed")]],
             {"fields": ["name"]},
         )
-        if installed:
+        if not_installed:
             raise TemplateError(
                 _(
                     "Modules %(modules)s did not install.",
-                    modules=", ".join(module["name"] for module in installed),
+                    modules=", ".join(module["name"] for module in not_installed),
                 )
             )
 
