@@ -18,6 +18,10 @@ class InvalidDatabaseName(InvalidInput):
     """A database name breaks Odoo's naming rule or is reserved."""
 
 
+class SecretKeyError(RemoteError):
+    """The key that encrypts stored secrets is missing, malformed or not the right one."""
+
+
 # --- Odoo JSON-RPC ---------------------------------------------------------
 
 
