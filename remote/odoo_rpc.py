@@ -3,19 +3,15 @@
 Every call is bounded in time twice: ``connect_timeout`` bounds name
 resolution plus the TCP connect (and the TLS handshake that follows), and
 ``timeout`` bounds the *whole* call, from the first DNS query to the last byte
-of the answer. The total deadline is enforced where the bytes are read, not
-by per-``recv`` timeouts alone: every socket read of the call (status line,
-headers, chunk sizes, body) first sets the socket timeout to the time left
-and is refused once none is left, so a server that trickles its answer one
-byte at a time cannot hold a call past its deadline. Name resolution runs in
-a helper thread that is waited for no longer than the time left, because
-``getaddrinfo`` itself takes no timeout.
+of the answer, however slowly the server trickles it (see :mod:`.transport`,
+which enforces that deadline where the bytes are read).
 
 Other guarantees: TLS is always verified (``verify`` is ``True`` or the path
 of a CA bundle; it cannot be turned off), the POST never follows a redirect,
 the answer's size is capped, and proxies, ``.netrc`` credentials and CA
 bundles from the environment are ignored (``trust_env`` is off) so that a
-call does exactly what its arguments say.
+call does exactly what its arguments say. Arguments are validated before
+anything is sent.
 
 Secrets (master password, user passwords) travel only in the request body.
 They are never put in a log line or an exception message; when a server
@@ -23,33 +19,24 @@ echoes one back in an error message it is masked.
 """
 
 import http.client
-import io
-import ipaddress
 import itertools
 import json
 import logging
 import math
 import os
-import socket
-import ssl
-import threading
 import time
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from .exceptions import (
     InvalidInput,
     RpcError,
     RpcProtocolError,
     RpcRemoteError,
-    RpcTimeout,
-    RpcTransportError,
 )
+from .transport import DeadlineAdapter, call_deadline, transport_error
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -74,205 +61,6 @@ _MASK = "********"
 # next() on itertools.count is atomic under the GIL: ids stay unique per
 # process even when several threads call at once.
 _request_ids = itertools.count(1)
-
-# The deadline of the call running in the current thread, read by the
-# connection and response classes below, which requests and urllib3
-# instantiate deep inside a call where no argument can reach them.
-_call_state = threading.local()
-
-
-def _deadline():
-    return getattr(_call_state, "deadline", None)
-
-
-def _time_left(deadline):
-    """Seconds left before ``deadline``; TimeoutError (socket.timeout) when none."""
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError("the total deadline of the call has passed")
-    return left
-
-
-# --- transport: sockets that honour the call's deadline ---------------------
-
-
-class _DeadlineReader(io.RawIOBase):
-    """The raw stream under an HTTP response, bounded by a deadline.
-
-    ``http.client`` reads through a ``BufferedReader`` whose ``read(n)`` and
-    ``readline()`` loop over the raw stream until they have enough bytes.
-    Each of those raw reads lands here and may block for at most the time
-    left, and none starts after the deadline: the whole response, however it
-    is trickled, is read before the deadline or not at all.
-    """
-
-    def __init__(self, socket_io, sock, deadline):
-        super().__init__()
-        self._socket_io = socket_io
-        self._sock = sock
-        self._read_deadline = deadline
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        self._sock.settimeout(_time_left(self._read_deadline))
-        return self._socket_io.readinto(buffer)
-
-    def fileno(self):
-        return self._socket_io.fileno()
-
-    def close(self):
-        if not self.closed:
-            # Closing the SocketIO releases its reference on the socket;
-            # http.client relies on that to close a "Connection: close" socket.
-            self._socket_io.close()
-        return super().close()
-
-
-class _DeadlineHTTPResponse(http.client.HTTPResponse):
-    def __init__(self, sock, *args, **kwargs):
-        super().__init__(sock, *args, **kwargs)
-        deadline = _deadline()
-        if deadline is not None:
-            # Nothing has been read yet: swap the buffered reader for one over
-            # the same SocketIO (detach() keeps that SocketIO open).
-            socket_io = self.fp.detach()
-            self.fp = io.BufferedReader(_DeadlineReader(socket_io, sock, deadline))
-
-
-def _is_ip_address(host):
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _resolve(host, port, timeout):
-    """``getaddrinfo`` waited for at most ``timeout`` seconds."""
-    if _is_ip_address(host):
-        return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-
-    outcome = {}
-    finished = threading.Event()
-
-    def resolve():
-        try:
-            outcome["infos"] = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-        except Exception as exc:  # handed over to the waiting thread below
-            outcome["error"] = exc
-        finally:
-            finished.set()
-
-    # A daemon thread: a resolver that never answers must not keep the
-    # process alive; it ends on its own with the resolver's own timeout.
-    threading.Thread(target=resolve, name=f"resolve {host}", daemon=True).start()
-    if not finished.wait(timeout):
-        raise TimeoutError(f"resolving {host} took longer than {timeout:.1f} s")
-    error = outcome.get("error")
-    if error is not None:
-        if isinstance(error, OSError):
-            raise error
-        raise socket.gaierror(f"cannot resolve {host}: {error}")
-    return outcome["infos"]
-
-
-class _DeadlineConnectionMixin:
-    """Connect and send within the connect timeout and the call's deadline."""
-
-    response_class = _DeadlineHTTPResponse
-
-    def _new_conn(self):
-        now = time.monotonic()
-        connect_timeout = self.timeout if isinstance(self.timeout, int | float) else None
-        ends = [now + connect_timeout] if connect_timeout is not None else []
-        deadline = _deadline()
-        if deadline is not None:
-            ends.append(deadline)
-        connect_end = min(ends) if ends else now + 60.0
-        host = self._dns_host.strip("[]")
-
-        try:
-            infos = _resolve(host, self.port, connect_end - time.monotonic())
-        except TimeoutError as exc:
-            raise urllib3.exceptions.ConnectTimeoutError(self, str(exc)) from exc
-        except OSError as exc:
-            raise urllib3.exceptions.NewConnectionError(
-                self, f"Failed to resolve {host}: {exc}"
-            ) from exc
-
-        last_error = None
-        for family, socktype, proto, _name, sockaddr in infos:
-            left = connect_end - time.monotonic()
-            if left <= 0:
-                last_error = TimeoutError("connect timed out")
-                break
-            sock = socket.socket(family, socktype, proto)
-            try:
-                for option in self.socket_options or ():
-                    sock.setsockopt(*option)
-                sock.settimeout(left)
-                sock.connect(sockaddr)
-                # The TLS handshake, if any, runs on this socket next: give it
-                # what is left of the connect budget, not a fresh one.
-                sock.settimeout(max(connect_end - time.monotonic(), 0.001))
-            except OSError as exc:
-                sock.close()
-                last_error = exc
-                continue
-            return sock
-
-        if last_error is None or isinstance(last_error, TimeoutError):
-            raise urllib3.exceptions.ConnectTimeoutError(
-                self, f"Connection to {host} timed out (connect timeout={connect_timeout})"
-            )
-        raise urllib3.exceptions.NewConnectionError(
-            self, f"Failed to establish a new connection: {last_error}"
-        ) from last_error
-
-    def send(self, data):
-        # Sending gets the time left of the call: a pooled socket still has
-        # the timeout of its last read, a new one what its connect left over.
-        if self.sock is None and self.auto_open:
-            self.connect()
-        deadline = _deadline()
-        if self.sock is not None and deadline is not None:
-            self.sock.settimeout(_time_left(deadline))
-        return super().send(data)
-
-
-class _HTTPConnection(_DeadlineConnectionMixin, HTTPConnection):
-    pass
-
-
-class _HTTPSConnection(_DeadlineConnectionMixin, HTTPSConnection):
-    pass
-
-
-class _HTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-class _DeadlineAdapter(HTTPAdapter):
-    def init_poolmanager(self, *args, **kwargs):
-        result = super().init_poolmanager(*args, **kwargs)
-        # An instance attribute in urllib3 1.26 (it points at the module's
-        # dict): replace it, never mutate it.
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _HTTPConnectionPool,
-            "https": _HTTPSConnectionPool,
-        }
-        return result
-
-    def proxy_manager_for(self, proxy, **proxy_kwargs):
-        # trust_env is off and no proxy is ever passed; refuse loudly rather
-        # than silently lose the deadline through urllib3's own classes.
-        raise requests.exceptions.InvalidProxyURL("proxies are not supported")
 
 
 # --- validation -------------------------------------------------------------
@@ -345,47 +133,6 @@ def _text(value, what):
 # --- errors -----------------------------------------------------------------
 
 
-def _exception_chain(exc, limit=25):
-    """``exc`` and the exceptions it wraps (causes, urllib3 reasons, args)."""
-    seen, queue, found = set(), [exc], []
-    while queue and len(found) < limit:
-        current = queue.pop(0)
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        found.append(current)
-        queue.append(current.__cause__)
-        queue.append(current.__context__)
-        reason = getattr(current, "reason", None)
-        if isinstance(reason, BaseException):
-            queue.append(reason)
-        queue.extend(arg for arg in current.args if isinstance(arg, BaseException))
-    return found
-
-
-def _is_timeout(error):
-    if isinstance(error, urllib3.exceptions.NewConnectionError):
-        # A subclass of ConnectTimeoutError in urllib3 1.26, yet a refusal.
-        return False
-    return isinstance(
-        error,
-        TimeoutError
-        | requests.exceptions.Timeout
-        | urllib3.exceptions.ConnectTimeoutError
-        | urllib3.exceptions.ReadTimeoutError,
-    )
-
-
-def _ssl_reason(chain):
-    for error in chain:
-        if isinstance(error, ssl.SSLCertVerificationError):
-            return f"certificate verification failed ({error.verify_message})"
-    for error in chain:
-        if isinstance(error, ssl.SSLError) and error.reason:
-            return f"TLS failure ({error.reason.replace('_', ' ').lower()})"
-    return "TLS failure"
-
-
 def _redirect_target(location, base_url):
     """`` to host <host[:port]>`` of a Location header (never its path or query)."""
     if not location:
@@ -452,7 +199,7 @@ class OdooRpcClient:
         # No proxies, .netrc credentials or CA bundles picked up from the
         # environment: the call does what the arguments say, nothing more.
         session.trust_env = False
-        adapter = _DeadlineAdapter(max_retries=0)
+        adapter = DeadlineAdapter(max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         self._adapter = adapter
@@ -527,10 +274,7 @@ class OdooRpcClient:
         return result
 
     def _post(self, body, request_id, what, total, redact):
-        deadline = time.monotonic() + total
-        previous = _deadline()
-        _call_state.deadline = deadline
-        try:
+        with call_deadline(total):
             prepared = self._session.prepare_request(
                 requests.Request(
                     "POST",
@@ -557,37 +301,11 @@ class OdooRpcClient:
                 # A no-op once the body was read to its end (the connection
                 # went back to the pool); otherwise drops the connection.
                 response.close()
-        finally:
-            _call_state.deadline = previous
         return self._unwrap(payload, request_id, what, redact)
 
     def _transport_error(self, exc, what, total):
-        """The package's exception for a requests/urllib3/socket failure."""
-        chain = _exception_chain(exc)
         where = f"{self.base_url} ({what})"
-        if any(_is_timeout(error) for error in chain):
-            return RpcTimeout(f"No answer from {where} within {total:g} s.")
-        host = urlsplit(self.base_url).hostname
-        # First match wins: the most specific reasons come first.
-        reasons = (
-            (ssl.SSLError | urllib3.exceptions.SSLError, RpcTransportError, None),
-            (socket.gaierror, RpcTransportError, f"host name {host} cannot be resolved"),
-            (ConnectionRefusedError, RpcTransportError, "connection refused"),
-            (
-                ConnectionResetError | http.client.RemoteDisconnected,
-                RpcTransportError,
-                "the connection was closed before a full answer came",
-            ),
-            (http.client.IncompleteRead, RpcTransportError, "the answer was cut short"),
-            (http.client.HTTPException, RpcProtocolError, "the answer is not valid HTTP"),
-        )
-        for kind, error_class, reason in reasons:
-            if any(isinstance(error, kind) for error in chain):
-                return error_class(f"Cannot reach {where}: {reason or _ssl_reason(chain)}.")
-        for error in chain:
-            if isinstance(error, OSError) and error.strerror:
-                return RpcTransportError(f"Cannot reach {where}: {error.strerror}.")
-        return RpcTransportError(f"Cannot reach {where}: {type(exc).__name__}.")
+        return transport_error(exc, where, urlsplit(self.base_url).hostname, total)
 
     def _read_answer(self, response, what, total):
         where = f"{self.base_url} ({what})"
@@ -632,7 +350,7 @@ class OdooRpcClient:
         try:
             # Bounded: each pass either ends the loop or adds at least one
             # byte to ``size``, which may not pass ``cap``; each read is bounded
-            # by the call's deadline (see _DeadlineReader).
+            # by the call's deadline (see transport.call_deadline).
             while True:
                 data = response.raw.read(min(_READ_SIZE, cap + 1 - size), decode_content=False)
                 if not data:
@@ -803,13 +521,6 @@ class OdooRpcClient:
             "db", "drop", master_password, db_name, timeout=timeout, redact=(master_password,)
         )
         return bool(result)
-
-    def list_databases(self):
-        """``db.list``: the database names (needs ``list_db = True``)."""
-        result = self.call("db", "list")
-        if not isinstance(result, list) or not all(isinstance(name, str) for name in result):
-            raise RpcProtocolError(f"{self.base_url} (db.list) did not answer with names.")
-        return result
 
     def database_exists(self, db_name):
         """``db.db_exist``: whether the server can connect to ``db_name``."""
