@@ -5,8 +5,6 @@ databases and owns the templates (how Odoo's database user is set up); the
 superuser only prepares, inspects and cleans up.
 """
 
-import contextlib
-import itertools
 import logging
 import re
 import threading
@@ -14,7 +12,15 @@ import uuid
 
 import psycopg2
 import pytest
-from _pg_cluster import free_port, pg_cluster_fixture  # noqa: F401  (registers the fixture)
+from conftest import (
+    PARTNERS,
+    TEMPLATE_SECRET,
+    TEMPLATE_URL,
+    TEMPLATE_UUID,
+    config,
+    make_template,
+    unique,
+)
 from psycopg2 import sql
 
 from remote import pg_clone
@@ -26,36 +32,9 @@ from remote.exceptions import (
     SshError,
 )
 from remote.pg_clone import CloneResult, ConnectionParams, clone_database
+from sandbox.util import free_port
 
-TEMPLATE_UUID = "11111111-1111-1111-1111-111111111111"
-TEMPLATE_SECRET = "22222222-2222-2222-2222-222222222222"
-TEMPLATE_URL = "http://template.example.com"
-PARTNERS = 120
 UUID4_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
-
-_names = itertools.count(1)
-
-
-def unique(prefix):
-    return f"{prefix}_{next(_names)}_{uuid.uuid4().hex[:6]}"
-
-
-@pytest.fixture
-def pg(pg_cluster):
-    """The cluster, with every database a test made dropped afterwards."""
-    before = pg_cluster.databases()
-    yield pg_cluster
-    for name in pg_cluster.databases() - before:
-        pg_cluster.query(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
-@pytest.fixture
-def params(pg):
-    return ConnectionParams(
-        host=pg.host, port=pg.port, user=pg.owner, password=pg.owner_password, connect_timeout=5
-    )
 
 
 @pytest.fixture
@@ -75,42 +54,6 @@ def no_connect(monkeypatch):
 
     monkeypatch.setattr(psycopg2, "connect", refuse)
     return calls
-
-
-def make_template(pg, *, with_config=True):
-    """A small Odoo-like database owned by the test role; return its name."""
-    name = unique("tpl")
-    pg.query(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)), superuser=False)
-    with contextlib.closing(pg.connect(name)) as conn, conn.cursor() as cr:
-        if with_config:
-            cr.execute(
-                "CREATE TABLE ir_config_parameter (id serial PRIMARY KEY, "
-                "key varchar NOT NULL UNIQUE, value text NOT NULL, create_uid int, "
-                "create_date timestamp, write_uid int, write_date timestamp)"
-            )
-            cr.executemany(
-                "INSERT INTO ir_config_parameter "
-                "(key, value, create_uid, create_date, write_uid, write_date) "
-                "VALUES (%s, %s, 1, '2020-01-01', 1, '2020-01-01')",
-                [
-                    ("database.uuid", TEMPLATE_UUID),
-                    ("database.secret", TEMPLATE_SECRET),
-                    ("database.create_date", "2020-01-01 00:00:00"),
-                    ("web.base.url", TEMPLATE_URL),
-                    ("report.url", "http://kept.example.com"),
-                ],
-            )
-        cr.execute("CREATE TABLE res_partner (id serial PRIMARY KEY, name varchar NOT NULL)")
-        cr.execute(
-            "INSERT INTO res_partner (name) SELECT 'partner ' || g FROM generate_series(1, %s) g",
-            (PARTNERS,),
-        )
-    return name
-
-
-def config(pg, dbname):
-    rows = pg.query("SELECT key, value FROM ir_config_parameter", dbname=dbname)
-    return dict(rows)
 
 
 @pytest.fixture

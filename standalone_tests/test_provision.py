@@ -1,9 +1,7 @@
 """remote.provision against a real PostgreSQL cluster and a real sshd on loopback."""
 
 import pytest
-from _pg_cluster import pg_cluster_fixture  # noqa: F401 (fixture)
-from test_pg_clone import config, make_template, params, pg, unique  # noqa: F401 (fixtures)
-from test_ssh import base_dir, client_keys, make_settings, sshd  # noqa: F401 (fixtures)
+from conftest import config, make_template, unique
 
 from remote.exceptions import DatabaseExists, RemotePathExists, SshHostKeyError
 from remote.provision import provision
@@ -19,7 +17,7 @@ def filestores(tmp_path):
     return root
 
 
-def run(params, settings, template, target, root):  # noqa: F811
+def run(params, settings, template, target, root):
     return provision(
         params,
         settings,
@@ -31,7 +29,7 @@ def run(params, settings, template, target, root):  # noqa: F811
     )
 
 
-def test_clone_and_filestore(pg, params, make_settings, filestores):  # noqa: F811
+def test_clone_and_filestore(pg, params, make_settings, filestores):
     template = make_template(pg)
     target = unique("inst")
     result = run(params, make_settings(), template, target, filestores)
@@ -41,7 +39,7 @@ def test_clone_and_filestore(pg, params, make_settings, filestores):  # noqa: F8
     assert (filestores / target / "ab" / "abcdef").read_bytes() == b"attachment"
 
 
-def test_copy_failure_drops_the_clone(pg, params, make_settings, filestores):  # noqa: F811
+def test_copy_failure_drops_the_clone(pg, params, make_settings, filestores):
     template = make_template(pg)
     target = unique("inst")
     (filestores / target).mkdir()
@@ -52,7 +50,7 @@ def test_copy_failure_drops_the_clone(pg, params, make_settings, filestores):  #
     assert (filestores / target / "theirs").read_text() == "kept"
 
 
-def test_clone_failure_removes_the_copy(pg, params, make_settings, filestores):  # noqa: F811
+def test_clone_failure_removes_the_copy(pg, params, make_settings, filestores):
     template = make_template(pg)
     existing = make_template(pg)  # the target name is taken by someone else's database
     with pytest.raises(DatabaseExists):
@@ -61,7 +59,7 @@ def test_clone_failure_removes_the_copy(pg, params, make_settings, filestores): 
     assert not (filestores / existing).exists()
 
 
-def test_ssh_refused_drops_the_clone(pg, params, make_settings, filestores):  # noqa: F811
+def test_ssh_refused_drops_the_clone(pg, params, make_settings, filestores):
     template = make_template(pg)
     target = unique("inst")
     stranger = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPr0Vq8bq8p0ZlU1l6d1iYv9Q0m9D3HkqJv1m1x2y3z4"

@@ -1,4 +1,4 @@
-"""remote.ssh against a real OpenSSH server on loopback (see _sshd.py).
+"""remote.ssh against a real OpenSSH server on loopback (see sandbox/sshd.py).
 
 The "remote" host is this machine, so the tests prepare and inspect remote paths
 with plain Python file operations.
@@ -6,8 +6,6 @@ with plain Python file operations.
 
 import logging
 import os
-import pwd
-import shutil
 import socket
 import stat
 import subprocess
@@ -15,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import _sshd
 import pytest
+from conftest import CURRENT_USER, IS_ROOT, authorized_sshd, settings_for
 
 from remote import ssh
 from remote.exceptions import (
@@ -26,9 +24,8 @@ from remote.exceptions import (
     SshError,
     SshHostKeyError,
 )
+from sandbox import sshd as _sshd  # the sshd helpers: generate_key, fingerprint, LOOPBACK...
 
-CURRENT_USER = pwd.getpwuid(os.geteuid()).pw_name
-IS_ROOT = os.geteuid() == 0
 NASTY_NAMES = [
     "a b;$(touch pwned)'\"",
     "x`touch pwned2`&|<>*?~!#{}[]\\",
@@ -76,43 +73,6 @@ def snapshot(root):
 
 
 @pytest.fixture(scope="session")
-def base_dir():
-    missing = _sshd.missing_tools()
-    if missing:
-        pytest.skip(missing)
-    path = Path(tempfile.mkdtemp(prefix="saas-ssh-tests-"))
-    # Traversable by the unprivileged test user (sshd reads authorized_keys as that user).
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def client_keys(base_dir):
-    keys_dir = base_dir / "client-keys"
-    keys_dir.mkdir()
-    keys = {
-        "ed25519": _sshd.generate_key(keys_dir / "ed25519", "ed25519"),
-        "ecdsa": _sshd.generate_key(keys_dir / "ecdsa", "ecdsa"),
-        "rsa": _sshd.generate_key(keys_dir / "rsa", "rsa", bits=3072),
-        "rsa-pem": _sshd.generate_key(keys_dir / "rsa-pem", "rsa", bits=2048, pem=True),
-        "encrypted": _sshd.generate_key(keys_dir / "encrypted", "ed25519", passphrase="s3cret"),
-    }
-    stranger = _sshd.generate_key(keys_dir / "stranger", "ed25519")
-    return keys, stranger
-
-
-@pytest.fixture(scope="session")
-def sshd(base_dir, client_keys):
-    server = _sshd.Sshd(base_dir / "sshd")
-    server.start()
-    for _private, public in client_keys[0].values():
-        server.authorize(public)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
 def fake_cp(base_dir, client_keys):
     """A second sshd whose sessions find a scripted ``cp`` first on their PATH.
 
@@ -133,12 +93,9 @@ def fake_cp(base_dir, client_keys):
         "esac\n"
     )
     script.chmod(0o755)
-    server = _sshd.Sshd(
-        base_dir / "sshd-fake-cp", extra_config=[f"SetEnv PATH={bin_dir}:/usr/bin:/bin"]
+    server = authorized_sshd(
+        base_dir / "sshd-fake-cp", client_keys, [f"SetEnv PATH={bin_dir}:/usr/bin:/bin"]
     )
-    server.start()
-    for _private, public in client_keys[0].values():
-        server.authorize(public)
     yield server, bin_dir
     server.stop()
 
@@ -149,28 +106,6 @@ def test_user(base_dir):
     reason = user.create()
     yield user if reason is None else reason
     user.remove()
-
-
-def settings_for(server, key_text, **overrides):
-    values = {
-        "host": _sshd.LOOPBACK,
-        "port": server.port,
-        "username": CURRENT_USER,
-        "private_key": key_text,
-        "host_key": server.host_key("ed25519"),
-        "connect_timeout": 15.0,
-        "command_timeout": 120.0,
-    }
-    values.update(overrides)
-    return ssh.SshSettings(**values)
-
-
-@pytest.fixture
-def make_settings(sshd, client_keys):
-    def make(**overrides):
-        return settings_for(sshd, client_keys[0]["ed25519"][0], **overrides)
-
-    return make
 
 
 @pytest.fixture

@@ -1,11 +1,11 @@
-"""A private OpenSSH server on loopback for the standalone SSH tests.
+"""A private OpenSSH server on loopback, and SSH key helpers.
 
-Debian's ``openssh-server`` (``/usr/sbin/sshd``) is started with its own config, host
-keys, ``authorized_keys`` file and a free port on 127.0.0.1, in the foreground
-(``-D -e``), and stopped at the end of the test session. Nothing outside its temporary
-directory is changed, except ``/run/sshd`` (sshd's privilege separation directory,
-created when missing) and, only when running as root, one dedicated system user for
-the password and unprivileged tests (:class:`TestUser`), removed afterwards.
+Debian's ``/usr/sbin/sshd`` runs in the foreground (``-D -e``) with its own config,
+host keys, ``authorized_keys`` file and port on 127.0.0.1. :meth:`Sshd.login_key`
+gives a client key authorised for the current user (key-based login). Nothing
+outside its workdir is changed, except ``/run/sshd`` (sshd's privilege separation
+directory, created when missing) and, only by :class:`TestUser` and as root, one
+dedicated system user for password and unprivileged logins, removed afterwards.
 """
 
 import os
@@ -18,15 +18,28 @@ import tempfile
 import time
 from pathlib import Path
 
+from .service import ProcessService, ServiceError
+from .util import LOOPBACK, free_port
+
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
-LOOPBACK = "127.0.0.1"
 HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
 # Marks the system user as ours, so a leftover from a crashed run is reused, and a
 # real account of the same name is never touched.
 TEST_USER_MARK = "saas_manager standalone ssh tests"
 _START_ATTEMPTS = 3
 _LISTEN_WAIT_SECONDS = 20.0
+
+__all__ = [
+    "HOST_KEY_TYPES",
+    "LOOPBACK",
+    "Sshd",
+    "TestUser",
+    "fingerprint",
+    "free_port",
+    "generate_key",
+    "missing_tools",
+]
 
 
 def missing_tools():
@@ -62,34 +75,64 @@ def fingerprint(public_key_path):
     return out.split()[1]
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
+class Sshd(ProcessService):
+    """One sshd. ``start()``, then ``port``, ``host_key(type)``, ``authorize()``, ``login_key()``.
 
+    ``port``: a fixed port, or None for a free one (retried if taken meanwhile).
+    ``password_auth``: also accept passwords (the standalone tests log in that way).
+    """
 
-class Sshd:
-    """One sshd process. ``start()``, then ``port``, ``host_key(type)``, ``authorize()``."""
+    name = "sshd"
+    log_name = "sshd.log"
 
-    def __init__(self, workdir, extra_config=()):
-        self.workdir = Path(workdir)
+    def __init__(
+        self,
+        workdir=None,
+        extra_config=(),
+        *,
+        port=None,
+        password_auth=False,
+        host_key_types=HOST_KEY_TYPES,
+    ):
+        super().__init__(workdir)
         self.extra_config = list(extra_config)
-        self.port = None
-        self.process = None
-        self.log_path = self.workdir / "sshd.log"
-        self.authorized_keys = self.workdir / "authorized_keys"
-        self._log_file = None
+        self.wanted_port = port
+        self.port = port
+        self.password_auth = password_auth
+        self.host_key_types = tuple(host_key_types)
 
-    def host_key_path(self, key_type):
+    @property
+    def authorized_keys(self):
+        return self.workdir / "authorized_keys"
+
+    @property
+    def config_path(self):
+        return self.workdir / "sshd_config"
+
+    def host_key_path(self, key_type="ed25519"):
         return self.workdir / f"ssh_host_{key_type}_key"
+
+    def host_key_file(self, key_type="ed25519"):
+        """The public host key file (what a client pins)."""
+        return Path(str(self.host_key_path(key_type)) + ".pub")
 
     def host_key(self, key_type="ed25519"):
         """The public host key line of one type, as ssh-keyscan would give it."""
-        return Path(str(self.host_key_path(key_type)) + ".pub").read_text().strip()
+        return self.host_key_file(key_type).read_text().strip()
 
     def authorize(self, public_key_line):
         with self.authorized_keys.open("a") as handle:
             handle.write(public_key_line.strip() + "\n")
+
+    def login_key(self):
+        """Path of a private key (made once, kept in the workdir) authorised for login."""
+        path = self.workdir / "client_key"
+        if not path.exists():
+            generate_key(path, "ed25519")
+        public = path.with_name(path.name + ".pub").read_text().strip()
+        if public not in self.authorized_keys.read_text().splitlines():
+            self.authorize(public)
+        return path
 
     def log(self):
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -99,14 +142,14 @@ class Sshd:
             f"Port {self.port}",
             f"ListenAddress {LOOPBACK}",
             "AddressFamily inet",
-            *(f"HostKey {self.host_key_path(key_type)}" for key_type in HOST_KEY_TYPES),
+            *(f"HostKey {self.host_key_path(key_type)}" for key_type in self.host_key_types),
             "PidFile none",
             "UsePAM no",
-            # The temporary directory's owner and modes are not what sshd expects.
+            # The workdir's owner and modes are not what sshd expects.
             "StrictModes no",
             f"AuthorizedKeysFile {self.authorized_keys}",
             "PubkeyAuthentication yes",
-            "PasswordAuthentication yes",
+            f"PasswordAuthentication {'yes' if self.password_auth else 'no'}",
             "KbdInteractiveAuthentication no",
             "PermitRootLogin prohibit-password",
             "PermitEmptyPasswords no",
@@ -116,16 +159,27 @@ class Sshd:
             "MaxStartups 50",
             *self.extra_config,
         ]
-        path = self.workdir / "sshd_config"
-        path.write_text("\n".join(lines) + "\n")
-        return path
+        self.config_path.write_text("\n".join(lines) + "\n")
+        return self.config_path
 
-    def start(self):
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        # World-traversable so that sshd, acting as an unprivileged test user, can read
+    def adopt(self):
+        """True when this workdir's sshd, left running by an earlier run, still serves
+        (``port`` is then its port; it is not ours to stop)."""
+        if not self.workdir or not self.config_path.exists() or not self.running_pid():
+            return False
+        for line in self.config_path.read_text().splitlines():
+            if line.startswith("Port "):
+                port = int(line.split()[1])
+                if self._banner(port):
+                    self.port = port
+                    return True
+        return False
+
+    def _start(self):
+        # World-traversable so that sshd, acting as an unprivileged user, can read
         # authorized_keys (it reads it with that user's rights).
         self.workdir.chmod(0o755)
-        for key_type in HOST_KEY_TYPES:
+        for key_type in self.host_key_types:
             if not self.host_key_path(key_type).exists():
                 generate_key(self.host_key_path(key_type), key_type)
         self.authorized_keys.touch()
@@ -133,8 +187,8 @@ class Sshd:
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         last_error = ""
-        for _attempt in range(_START_ATTEMPTS):
-            self.port = free_port()
+        for _attempt in range(1 if self.wanted_port else _START_ATTEMPTS):
+            self.port = self.wanted_port or free_port()
             config = self._write_config()
             check = subprocess.run(
                 [SSHD, "-t", "-f", str(config)],
@@ -144,46 +198,32 @@ class Sshd:
                 check=False,
             )
             if check.returncode != 0:
-                raise RuntimeError(f"sshd refused its test config: {check.stderr.strip()}")
-            self._log_file = self.log_path.open("ab")
-            self.process = subprocess.Popen(
-                [SSHD, "-D", "-e", "-f", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
-                stderr=subprocess.STDOUT,
-            )
+                raise ServiceError(f"sshd refused its config: {check.stderr.strip()}")
+            self.spawn([SSHD, "-D", "-e", "-f", str(config)])
             if self._wait_for_banner():
-                return self
+                return
             last_error = self.log()[-2000:]
-            self.stop()  # e.g. the port was taken between free_port() and bind
-        raise RuntimeError(f"sshd did not start on {LOOPBACK}: {last_error}")
+            self._stop()  # e.g. the port was taken between free_port() and bind
+            self.started = False
+        raise ServiceError(f"sshd did not start on {LOOPBACK}: {last_error}")
+
+    @staticmethod
+    def _banner(port):
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=2) as sock:
+                return sock.recv(64).startswith(b"SSH-2.0-")
+        except OSError:
+            return False
 
     def _wait_for_banner(self):
         deadline = time.monotonic() + _LISTEN_WAIT_SECONDS
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if not self.alive():
                 return False
-            try:
-                with socket.create_connection((LOOPBACK, self.port), timeout=2) as sock:
-                    if sock.recv(64).startswith(b"SSH-2.0-"):
-                        return True
-            except OSError:
-                pass
+            if self._banner(self.port):
+                return True
             time.sleep(0.1)
         return False
-
-    def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.process = None
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
 
 
 class TestUser:
