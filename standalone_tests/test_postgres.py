@@ -1,4 +1,4 @@
-"""Tests of remote.pg_clone against a real throwaway PostgreSQL on loopback.
+"""Tests of remote.postgres against a real throwaway PostgreSQL on loopback.
 
 Every clone runs as ``saas_owner``, a role that is not superuser, may create
 databases and owns the templates (how Odoo's database user is set up); the
@@ -23,15 +23,14 @@ from conftest import (
 )
 from psycopg2 import sql
 
-from remote import pg_clone
+from remote import postgres
 from remote.exceptions import (
     DatabaseError,
     DatabaseExists,
     InvalidDatabaseName,
     InvalidInput,
-    SshError,
 )
-from remote.pg_clone import CloneResult, ConnectionParams, clone_database
+from remote.postgres import CloneResult, ConnectionParams, clone_database
 from sandbox.util import free_port
 
 UUID4_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
@@ -75,7 +74,7 @@ def test_clone_copies_data_and_renews_identity(pg, params, template, strategy):
     assert result.target == target
     assert result.template == template
     assert result.server_version_num == pg.server_version_num()
-    assert result.strategy == (strategy or pg_clone.DEFAULT_STRATEGY)
+    assert result.strategy == (strategy or postgres.DEFAULT_STRATEGY)
     assert result.duration_s >= 0
 
     rows = pg.query("SELECT count(*), max(name) FROM res_partner", dbname=target)
@@ -115,23 +114,16 @@ def test_two_clones_of_one_template_differ(pg, params, template):
     )
 
 
-def test_config_updates_update_and_insert(pg, params, template):
+def test_base_url_is_inserted_when_missing(pg, params, template):
     pg.query("DELETE FROM ir_config_parameter WHERE key = 'web.base.url'", dbname=template)
     target = unique("inst")
-    clone_database(
-        params,
-        template,
-        target,
-        base_url="https://new.example.com",
-        config_updates={"report.url": "http://report.example.com", "web.base.url.freeze": "True"},
-    )
+    clone_database(params, template, target, base_url="https://new.example.com")
     values = config(pg, target)
     assert values["web.base.url"] == "https://new.example.com"  # inserted: it was missing
-    assert values["report.url"] == "http://report.example.com"  # updated
-    assert values["web.base.url.freeze"] == "True"  # inserted
+    assert values["report.url"] == "http://kept.example.com"  # untouched
     inserted = pg.query(
         "SELECT create_uid, create_date IS NOT NULL, write_uid FROM ir_config_parameter "
-        "WHERE key = 'web.base.url.freeze'",
+        "WHERE key = 'web.base.url'",
         dbname=target,
     )
     assert inserted == [(1, True, 1)]
@@ -141,17 +133,6 @@ def test_without_base_url_the_template_url_stays(pg, params, template):
     target = unique("inst")
     clone_database(params, template, target)
     assert config(pg, target)["web.base.url"] == TEMPLATE_URL
-
-
-def test_after_clone_gets_the_ready_database(pg, params, template):
-    seen = []
-
-    def after_clone(name):
-        seen.append((name, config(pg, name)["database.uuid"]))
-
-    target = unique("inst")
-    result = clone_database(params, template, target, after_clone=after_clone)
-    assert seen == [(target, result.uuid)]
 
 
 def test_open_session_on_template_is_ended(pg, params, template):
@@ -171,15 +152,15 @@ def test_open_session_on_template_is_ended(pg, params, template):
 
 def test_template_busy_again_is_retried(pg, params, template, monkeypatch):
     """A session the first round missed makes CREATE fail once; the retry ends it."""
-    real_terminate = pg_clone._terminate_sessions
+    real_terminate = postgres._terminate_sessions
     rounds = []
 
     def miss_first_round(cr, dbname):
         rounds.append(dbname)
         return set() if len(rounds) == 1 else real_terminate(cr, dbname)
 
-    monkeypatch.setattr(pg_clone, "_terminate_sessions", miss_first_round)
-    monkeypatch.setattr(pg_clone, "BUSY_TEMPLATE_SLEEP_S", 0)
+    monkeypatch.setattr(postgres, "_terminate_sessions", miss_first_round)
+    monkeypatch.setattr(postgres, "BUSY_TEMPLATE_SLEEP_S", 0)
     other = pg.connect(template)
     try:
         target = unique("inst")
@@ -301,12 +282,6 @@ def test_closed_port_without_spy_is_a_database_error(closed_params):
         {"strategy": "FILE_COPY"},
         {"base_url": "ftp://x.example.com"},
         {"base_url": "shop.example.com"},
-        {"config_updates": {"database.secret": "s"}},
-        {"config_updates": {"database.uuid": "u"}},
-        {"config_updates": {"k": 1}},
-        {"config_updates": {"": "v"}},
-        {"config_updates": [("k", "v")]},
-        {"after_clone": "not callable"},
     ],
 )
 def test_bad_arguments_refused_before_connecting(closed_params, no_connect, kwargs):
@@ -350,46 +325,37 @@ def test_existing_target_is_refused_and_untouched(pg, params, template):
     assert pg.query("SELECT note FROM marker", dbname=target) == [("keep me",)]
 
 
-def test_failing_after_clone_leaves_no_database(pg, params, template):
+def test_failing_after_the_copy_leaves_no_database(pg, params, template, monkeypatch):
     before = pg.databases()
     calls = []
 
-    def after_clone(name):
-        calls.append(name)
-        raise RuntimeError("filestore copy broke")
+    def broken(cr, values):
+        calls.append(cr.connection.info.dbname)
+        raise RuntimeError("identity write broke")
 
+    monkeypatch.setattr(postgres, "_set_params", broken)
     target = unique("inst")
     with pytest.raises(DatabaseError) as info:
-        clone_database(params, template, target, after_clone=after_clone)
+        clone_database(params, template, target)
     assert calls == [target]
-    assert "filestore copy broke" in str(info.value)
+    assert "identity write broke" in str(info.value)
     assert "was dropped" in str(info.value)
     assert isinstance(info.value.__cause__, RuntimeError)
     assert pg.databases() == before
 
 
-def test_remote_error_of_after_clone_is_kept(pg, params, template):
-    before = pg.databases()
-
-    def after_clone(name):
-        raise SshError("ssh to host1 refused")
-
-    with pytest.raises(SshError, match="ssh to host1 refused"):
-        clone_database(params, template, unique("inst"), after_clone=after_clone)
-    assert pg.databases() == before
-
-
-def test_session_left_on_the_clone_does_not_stop_the_drop(pg, params, template):
+def test_session_left_on_the_clone_does_not_stop_the_drop(pg, params, template, monkeypatch):
     before = pg.databases()
     sessions = []
 
-    def after_clone(name):
-        sessions.append(pg.connect(name))
+    def broken(cr, values):
+        sessions.append(pg.connect(cr.connection.info.dbname))
         raise RuntimeError("boom")
 
+    monkeypatch.setattr(postgres, "_set_params", broken)
     try:
         with pytest.raises(DatabaseError, match="was dropped"):
-            clone_database(params, template, unique("inst"), after_clone=after_clone)
+            clone_database(params, template, unique("inst"))
         assert pg.databases() == before
     finally:
         for conn in sessions:
@@ -435,7 +401,7 @@ def test_wrong_password_is_a_database_error_without_the_password(pg, template, c
     password = "Wr0ng-Pa55word-" + uuid.uuid4().hex
     wrong = ConnectionParams(host=pg.host, port=pg.port, user=pg.owner, password=password)
     before = pg.databases()
-    caplog.set_level(logging.DEBUG, logger="remote.pg_clone")
+    caplog.set_level(logging.DEBUG, logger="remote.postgres")
     with pytest.raises(DatabaseError) as info:
         clone_database(wrong, template, unique("inst"))
     text = str(info.value)
@@ -448,7 +414,7 @@ def test_wrong_password_is_a_database_error_without_the_password(pg, template, c
 
 
 def test_log_lines_name_the_clone_never_the_password(pg, params, template, caplog):
-    caplog.set_level(logging.DEBUG, logger="remote.pg_clone")
+    caplog.set_level(logging.DEBUG, logger="remote.postgres")
     target = unique("inst")
     clone_database(params, template, target, strategy="wal_log")
     lines = [record.getMessage() for record in caplog.records]
@@ -460,7 +426,7 @@ def test_log_lines_name_the_clone_never_the_password(pg, params, template, caplo
 
 
 def test_sessions_have_timeouts(params):
-    conn = pg_clone._connect(params, "postgres", autocommit=True)
+    conn = postgres._connect(params, "postgres", autocommit=True)
     try:
         with conn.cursor() as cr:
             cr.execute(
@@ -479,30 +445,30 @@ def test_create_and_drop_statements(pg):
         def text(query):
             return query.as_string(conn)
 
-        assert text(pg_clone._create_database_sql('in"st', "tpl", None)) == (
+        assert text(postgres._create_database_sql('in"st', "tpl", None)) == (
             'CREATE DATABASE "in""st" WITH TEMPLATE "tpl"'
         )
-        assert text(pg_clone._create_database_sql("inst", "tpl", "file_copy")).endswith(
+        assert text(postgres._create_database_sql("inst", "tpl", "file_copy")).endswith(
             "STRATEGY FILE_COPY"
         )
-        assert text(pg_clone._create_database_sql("inst", "tpl", "wal_log")).endswith(
+        assert text(postgres._create_database_sql("inst", "tpl", "wal_log")).endswith(
             "STRATEGY WAL_LOG"
         )
-        assert text(pg_clone._drop_database_sql("inst", 150000)) == (
+        assert text(postgres._drop_database_sql("inst", 150000)) == (
             'DROP DATABASE IF EXISTS "inst" WITH (FORCE)'
         )
-        assert text(pg_clone._drop_database_sql("inst", 120000)) == 'DROP DATABASE IF EXISTS "inst"'
+        assert text(postgres._drop_database_sql("inst", 120000)) == 'DROP DATABASE IF EXISTS "inst"'
     finally:
         conn.close()
 
 
 def test_strategy_choice_by_server_version(caplog):
-    caplog.set_level(logging.INFO, logger="remote.pg_clone")
-    assert pg_clone._choose_strategy(None, 150004, "tpl") == pg_clone.DEFAULT_STRATEGY
-    assert pg_clone._choose_strategy("wal_log", 160000, "tpl") == "wal_log"
-    assert pg_clone._choose_strategy(None, 140010, "tpl") is None
+    caplog.set_level(logging.INFO, logger="remote.postgres")
+    assert postgres._choose_strategy(None, 150004, "tpl") == postgres.DEFAULT_STRATEGY
+    assert postgres._choose_strategy("wal_log", 160000, "tpl") == "wal_log"
+    assert postgres._choose_strategy(None, 140010, "tpl") is None
     assert "no CREATE DATABASE strategy" not in caplog.text
-    assert pg_clone._choose_strategy("file_copy", 140010, "tpl") is None
+    assert postgres._choose_strategy("file_copy", 140010, "tpl") is None
     assert "no CREATE DATABASE strategy" in caplog.text
 
 
@@ -513,17 +479,17 @@ def test_drop_database(pg, params, template):
     target = clone_database(params, template, unique("inst")).target
     session = pg.connect(target)  # an open session of the same role does not stop it
     try:
-        assert pg_clone.drop_database(params, target) is True
+        assert postgres.drop_database(params, target) is True
     finally:
         session.close()
     assert target not in pg.databases()
-    assert pg_clone.drop_database(params, target) is False
+    assert postgres.drop_database(params, target) is False
 
 
 @pytest.mark.parametrize("name", ["postgres", "template0", "template1", "", "a b", "x;--"])
 def test_drop_database_refuses_bad_names_before_connecting(closed_params, no_connect, name):
     with pytest.raises(InvalidDatabaseName):
-        pg_clone.drop_database(closed_params, name)
+        postgres.drop_database(closed_params, name)
     assert no_connect == []
 
 
@@ -531,18 +497,18 @@ def test_drop_database_of_another_owner_fails_clearly(pg, params):
     name = unique("other")
     pg.query(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))  # the superuser's
     with pytest.raises(DatabaseError, match="must be owner"):
-        pg_clone.drop_database(params, name)
+        postgres.drop_database(params, name)
     assert name in pg.databases()
 
 
 def test_database_exists(pg, params, template):
-    assert pg_clone.database_exists(params, template) is True
-    assert pg_clone.database_exists(params, "postgres") is True
-    assert pg_clone.database_exists(params, "no_such_db") is False
+    assert postgres.database_exists(params, template) is True
+    assert postgres.database_exists(params, "postgres") is True
+    assert postgres.database_exists(params, "no_such_db") is False
     with pytest.raises(InvalidInput):
-        pg_clone.database_exists(params, None)
+        postgres.database_exists(params, None)
 
 
 def test_database_exists_unreachable_server(closed_params):
     with pytest.raises(DatabaseError, match="Cannot connect"):
-        pg_clone.database_exists(closed_params, "anything")
+        postgres.database_exists(closed_params, "anything")
