@@ -45,6 +45,8 @@ class OdooServer(ProcessService):
     (its host, port, owner and owner_password are the database settings).
 
     ``with_addon``: put this repository on the addons path as ``saas_manager``.
+    ``serve_args``: more odoo-bin arguments when serving; ``log_to_file=False``: its
+    log goes to this terminal rather than ``<workdir>/odoo.log``.
     ``secret_key``: the module's key; a new one when None (give a kept one where the
     database outlives the run, as the demo's does). ``options``: more odoo.conf lines.
     """
@@ -66,6 +68,8 @@ class OdooServer(ProcessService):
         with_addon=True,
         data_dir=None,
         options=None,
+        serve_args=(),
+        log_to_file=True,
     ):
         super().__init__(workdir)
         self.odoo_src = Path(odoo_src)
@@ -77,6 +81,8 @@ class OdooServer(ProcessService):
         self.with_addon = with_addon
         self.data_dir = Path(data_dir) if data_dir else None
         self.options = dict(options or {})
+        self.serve_args = tuple(serve_args)
+        self.log_to_file = log_to_file
 
     @property
     def url(self):
@@ -128,7 +134,12 @@ class OdooServer(ProcessService):
         return self.config_path
 
     def command(self, *args):
-        return [self.python, str(self.odoo_src / "odoo-bin"), "-c", str(self.config_path), *args]
+        """The odoo-bin command line; a subcommand (``shell``) must come first."""
+        head = [self.python, str(self.odoo_src / "odoo-bin")]
+        if args and not args[0].startswith("-"):
+            head.append(args[0])
+            args = args[1:]
+        return [*head, "-c", str(self.config_path), *args]
 
     def run(self, *args, log=None, stdin=None, env=None, check=True):
         """``odoo-bin -c odoo.conf ARGS`` to its end (e.g. with ``--stop-after-init``).
@@ -157,14 +168,6 @@ class OdooServer(ProcessService):
         self.write_config()
         self.spawn(self.command(*self.serve_args), to_log=self.log_to_file)
         self.wait_ready()
-
-    serve_args = ()
-    log_to_file = True
-
-    def serve(self, *args):
-        """Start serving with extra odoo-bin arguments; return self."""
-        self.serve_args = args
-        return self.start()
 
     def login_page_answers(self, db=None):
         """True when ``/web/login[?db=]`` answers 200 (the database's registry is loaded).

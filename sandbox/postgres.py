@@ -213,12 +213,11 @@ class PgCluster(_Connections, Service):
             entry = _postgres_user()
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
-    def _make_workdir(self):
+    def _prepare_workdir(self):
         if self.bindir is None:
             raise ServiceError(
                 f"no PostgreSQL server binaries ({PG_BIN_GLOB}/initdb): apt-get install postgresql"
             )
-        super()._make_workdir()
         if self.as_postgres and not self.throwaway and not self._postgres_reaches(self.workdir):
             self._relocate()
         self.workdir.chmod(0o700)
@@ -269,9 +268,6 @@ class PgCluster(_Connections, Service):
         result = self._run(*argv)
         if result.returncode:
             raise ServiceError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
-        with (self.datadir / "postgresql.conf").open("a", encoding="utf-8") as conf:
-            conf.write("\n# saas_manager sandbox: settings rewritten at each start\n")
-            conf.write("include_if_exists = 'sandbox.conf'\n")
 
     def _write_settings(self):
         settings = {
@@ -283,6 +279,14 @@ class PgCluster(_Connections, Service):
         path = self.datadir / "sandbox.conf"
         path.write_text("".join(f"{key} = {value}\n" for key, value in settings.items()))
         self._chown(path)
+        # Included last, so these win over anything earlier in postgresql.conf.
+        conf = self.datadir / "postgresql.conf"
+        include = "include_if_exists = 'sandbox.conf'"
+        if include not in conf.read_text():
+            with conf.open("a", encoding="utf-8") as handle:
+                handle.write(
+                    f"\n# saas_manager sandbox: settings rewritten at each start\n{include}\n"
+                )
 
     def running(self):
         return (self.datadir / "PG_VERSION").exists() and not self._run(

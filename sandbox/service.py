@@ -45,6 +45,10 @@ class Service:
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix=f"saas-{self.name}-", dir="/tmp"))
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._prepare_workdir()
+
+    def _prepare_workdir(self):
+        """Hook: adjust the workdir once it exists (owner, modes, location)."""
 
     def start(self):
         self._make_workdir()

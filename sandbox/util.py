@@ -2,6 +2,7 @@
 
 import base64
 import os
+import pwd
 import secrets
 import socket
 import sys
@@ -13,7 +14,16 @@ LOOPBACK = "127.0.0.1"
 
 def log(message):
     """One line on stderr, as every sandbox user prints its progress."""
-    print(f"[saas_manager] {message}", file=sys.stderr, flush=True)
+    try:
+        sys.stderr.write(f"[saas_manager] {message}\n")
+        sys.stderr.flush()
+    except OSError:  # the terminal or the pipe is gone (scripts/run | tee, then Ctrl-C)
+        return
+
+
+def current_user():
+    """The login name of the effective user (who the sandbox's sshd lets in)."""
+    return pwd.getpwuid(os.geteuid()).pw_name
 
 
 def free_port(host=LOOPBACK):

@@ -1,0 +1,728 @@
+#!/usr/bin/env python3
+"""The developer CLI of saas_manager. Standard library only: it runs on the system's
+python3 and makes the virtualenvs it needs (scripts/saas bootstraps python3 itself).
+
+    scripts/saas.py test [--no-lint] [--no-odoo] [-- PYTEST ARGS]
+                                 lint, the standalone suite (urllib3 1.26 and 2.x) and the
+                                 Odoo suite when an Odoo 18.0 tree is found; one SUMMARY line
+    scripts/saas.py run [--port N] [--db NAME] [--system-pg] [--pg-port N] [--ssh-port N]
+                        [--update] [--reset]
+                                 the demo: Odoo with saas_manager and its demo data
+    scripts/saas.py suite [--tags TAGS]
+                                 the Odoo suite alone (default tags: $SAAS_TEST_TAGS or
+                                 /saas_manager; KEEP_ODOO_SUITE=1 keeps its directory)
+    scripts/saas.py bench provision [bench_provision.py options]
+    scripts/saas.py bench health [bench_health_sweep.py options]
+    scripts/saas.py i18n         regenerate i18n/saas_manager.pot and merge it into i18n/*.po
+    scripts/saas.py screenshots [--port N] [--db NAME] [--out DIR] [--only NAME]...
+
+``scripts/test`` and ``scripts/run`` (README's two commands) call the first two.
+Odoo is looked for in $ODOO_SRC, then /opt/odoo-18.0. Virtualenvs live in
+$SAAS_MANAGER_CACHE (default ~/.cache/saas_manager), one per requirements content.
+The services (PostgreSQL, sshd, Odoo) come from the sandbox package (sandbox/).
+"""
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sandbox import machine, util  # noqa: E402
+from sandbox.odoo import OdooServer, find_odoo_src  # noqa: E402
+from sandbox.postgres import PgCluster, SystemCluster  # noqa: E402
+from sandbox.service import ServiceError  # noqa: E402
+from sandbox.sshd import Sshd  # noqa: E402
+
+SCRIPTS = ROOT / "scripts"
+REQUIREMENTS = {
+    "lint": SCRIPTS / "requirements-lint.txt",
+    "test": SCRIPTS / "requirements-test.txt",
+    "test-urllib3-2": SCRIPTS / "requirements-test-urllib3-2.txt",
+    "odoo": SCRIPTS / "requirements-odoo.txt",
+}
+BASE_DEBS = ("openssh-server", "postgresql", "libpq-dev", "python3-venv")
+ODOO_DEBS = ("libldap2-dev", "libsasl2-dev")
+NO_ODOO_TREE = "no Odoo 18.0 tree: set ODOO_SRC or put one at /opt/odoo-18.0"
+LOG_LINE = re.compile(r"^[0-9-]+ [0-9:,]+ [0-9]+ (\w+) ")
+
+
+def die(message, code=2):
+    util.log(f"error: {message}")
+    raise SystemExit(code)
+
+
+def need_debs(*packages):
+    if not machine.ensure_debs(*packages):
+        die("cannot install the Debian packages this command needs")
+
+
+def venv(name):
+    return machine.ensure_venv(name, REQUIREMENTS[name])
+
+
+def odoo_tree():
+    src = find_odoo_src()
+    if src is None:
+        util.log("no Odoo 18.0 tree found in $ODOO_SRC or /opt/odoo-18.0.")
+        util.log(
+            "get one, e.g.: git clone --depth 1 --branch 18.0 "
+            "https://github.com/odoo/odoo /opt/odoo-18.0"
+        )
+        util.log("(or point ODOO_SRC at an Odoo 18.0 checkout holding odoo-bin), then run again")
+        raise SystemExit(2)
+    return src
+
+
+def tcp_port(text):
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: '{text}'")
+    return int(text)
+
+
+def database_name(text):
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
+        raise argparse.ArgumentTypeError(f"not a database name: '{text}'")
+    return text
+
+
+@contextlib.contextmanager
+def interruptible():
+    """Ctrl-C ends the command with 130 (main() makes SIGTERM exit with 143); the
+    services are then stopped by the enclosing ExitStack, and a second signal does
+    not cut that short."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def stop_on_exit(stack, service, label):
+    """Stop ``service`` when ``stack`` closes, saying so when this run started it."""
+
+    def stop():
+        if service.started:
+            util.log(f"stopping {label}")
+        service.stop()
+
+    stack.callback(stop)
+    return service
+
+
+# --- test ---------------------------------------------------------------------------
+
+
+def run_lint():
+    lint = venv("lint")
+    util.log("lint: ruff check, ruff format --check, pylint-odoo")
+    checks = (
+        ([str(lint / "bin" / "ruff"), "check", "."], ROOT),
+        ([str(lint / "bin" / "ruff"), "format", "--check", "."], ROOT),
+        ([str(lint / "bin" / "pylint"), f"--rcfile={ROOT / '.pylintrc'}", str(ROOT)], ROOT.parent),
+    )
+    results = [subprocess.run(argv, cwd=cwd, check=False).returncode for argv, cwd in checks]
+    return "pass" if not any(results) else "FAIL"
+
+
+def run_pytest(python, pytest_args, log_path=None):
+    """Run the standalone suite; return (passed, "N passed" or the last line).
+
+    Its output goes to this terminal, or to ``log_path`` when given."""
+    argv = [str(python), "-m", "pytest", "-p", "no:cacheprovider", *pytest_args]
+    lines = []
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(log_path, "w")) if log_path else sys.stdout
+        process = subprocess.Popen(
+            argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for line in process.stdout:
+            out.write(line)
+            out.flush()
+            lines.append(line)
+        code = process.wait()
+    if code == 0:
+        counts = re.findall(r"[0-9]+ passed", "".join(lines))
+        return True, counts[-1] if counts else "0 passed"
+    last = lines[-1] if lines else f"exit {code}"
+    return False, last.strip().strip("=").strip()
+
+
+def standalone_matrix(pytest_args, background_while):
+    """The standalone suite with urllib3 1.26, then 2.x; return (ok, summary text).
+
+    The 2.x run waits for the first (both use the same system user and process
+    names), and runs beside ``background_while`` (the Odoo suite) when given, so
+    that it costs no wall time: it is mostly waiting on sockets and subprocesses.
+    """
+    util.log("standalone suite: pytest standalone_tests (urllib3 1.26)")
+    first = run_pytest(venv("test") / "bin" / "python", pytest_args)
+    second = None
+    if REQUIREMENTS["test-urllib3-2"].exists():
+        python2 = venv("test-urllib3-2") / "bin" / "python"
+        log_path = Path(tempfile.mkstemp(prefix="saas_manager_urllib3_2.", suffix=".log")[1])
+        util.log(f"standalone suite with urllib3 2.x (log: {log_path})")
+        outcome = {}
+        worker = threading.Thread(
+            target=lambda: outcome.update(r=run_pytest(python2, pytest_args, log_path)),
+            daemon=True,
+        )
+        worker.start()
+        if background_while is not None:
+            background_while()
+        worker.join()
+        second = outcome.get("r", (False, "did not run"))
+        if not second[0]:
+            sys.stdout.write(util.tail(log_path, 200))
+        log_path.unlink(missing_ok=True)
+    elif background_while is not None:
+        background_while()
+    ok = first[0] and (second is None or second[0])
+    detail = first[1] + (f"; urllib3 2.x: {second[1]}" if second else "")
+    return ok, f"{'pass' if ok else 'FAIL'} ({detail})"
+
+
+def cmd_test(args):
+    odoo_src = find_odoo_src()
+    debs = list(BASE_DEBS)
+    if args.odoo and odoo_src:
+        debs += [*ODOO_DEBS, "chromium"]
+    if not machine.ensure_debs(*debs):
+        die("cannot install the Debian packages this suite needs")
+    results = {"lint": "skipped", "standalone": "skipped", "odoo": "skipped"}
+    failed = False
+    if args.lint:
+        results["lint"] = run_lint()
+        failed = results["lint"] != "pass"
+
+    odoo = {}
+    background = None
+    if not args.odoo:
+        results["odoo"] = "skipped (--no-odoo)"
+    elif odoo_src is None:
+        results["odoo"] = f"skipped ({NO_ODOO_TREE})"
+        util.log("Odoo suite skipped: no Odoo 18.0 tree found in $ODOO_SRC or /opt/odoo-18.0")
+    else:
+        odoo_python = venv("odoo") / "bin" / "python"
+
+        def background():
+            odoo["r"] = odoo_suite(odoo_src, odoo_python)
+
+    standalone_ok, results["standalone"] = standalone_matrix(args.pytest_args, background)
+    failed = failed or not standalone_ok
+    if "r" in odoo:
+        ok, text = odoo["r"]
+        results["odoo"] = f"{'pass' if ok else 'FAIL'} ({text})"
+        failed = failed or not ok
+    print(
+        f"SUMMARY: {'FAIL' if failed else 'PASS'} | lint: {results['lint']} | "
+        f"standalone: {results['standalone']} | odoo: {results['odoo']}",
+        flush=True,
+    )
+    return 1 if failed else 0
+
+
+# --- the Odoo suite -----------------------------------------------------------------
+
+
+def grep_lines(path, pattern):
+    regex = re.compile(pattern)
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return [line for line in handle if regex.search(line)]
+
+
+def error_records(path, limit=300):
+    """Each ERROR or CRITICAL record with its traceback: from its log line to the next."""
+    shown, show = [], False
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            match = LOG_LINE.match(line)
+            if match:
+                show = match.group(1) in ("ERROR", "CRITICAL")
+            if show:
+                shown.append(line)
+    return "".join(shown[:limit])
+
+
+def odoo_suite(odoo_src, python, tags=None):
+    """The Odoo suite; return (passed, one-line result).
+
+    In a throwaway cluster and data dir: a fresh database with base and mail, then
+    saas_manager installed with no warning or error in the log, then the module
+    updated with --test-enable --test-tags. The test server's own JSON-RPC endpoint,
+    master password and PostgreSQL are the peer the tests manage, and an sshd on
+    127.0.0.1 is how they copy filestores (SAAS_TEST_* in the environment).
+    """
+    tags = tags or os.environ.get("SAAS_TEST_TAGS") or "/saas_manager"
+    work = Path(tempfile.mkdtemp(prefix="saas_manager_odoo."))
+    work.chmod(0o755)
+    db = "saas_test"
+    try:
+        with contextlib.ExitStack() as stack:
+            pg = PgCluster(work / "pg", owner="saas_odoo")
+            # The tests reach this host over SSH to copy filestores, like a real server.
+            sshd = Sshd(work / "ssh", host_key_types=("ed25519",))
+            for service, label in ((pg, "PostgreSQL"), (sshd, "sshd")):
+                try:
+                    stack.enter_context(service)
+                except ServiceError as exc:
+                    util.log(str(exc))
+                    return False, f"{label} did not start"
+            server = OdooServer(work, odoo_src, python, pg)
+            os.environ.update(
+                SAAS_TEST_MASTER_PASSWORD=server.master_password,
+                SAAS_TEST_SSH_PORT=str(sshd.port),
+                SAAS_TEST_SSH_USER=util.current_user(),
+                SAAS_TEST_SSH_KEY_FILE=str(sshd.login_key()),
+                SAAS_TEST_SSH_HOST_KEY_FILE=str(sshd.host_key_file()),
+            )
+            server.write_config()
+            once = ("-d", db, "--stop-after-init")
+
+            util.log("Odoo suite: database with base and mail")
+            if server.run(
+                *once, "-i", "base,mail", "--log-level=warn", log=work / "base.log", check=False
+            ):
+                print(util.tail(work / "base.log"), end="")
+                return False, "base and mail did not install"
+
+            util.log("Odoo suite: installing saas_manager")
+            install_log = work / "install.log"
+            code = server.run(
+                *once, "-i", "saas_manager", "--log-level=info", log=install_log, check=False
+            )
+            warnings = grep_lines(
+                install_log, r"^[0-9-]+ [0-9:,]+ [0-9]+ (WARNING|ERROR|CRITICAL) "
+            )
+            if code or warnings:
+                print("".join(warnings) + util.tail(install_log), end="")
+                return False, f"installing saas_manager logged warnings or errors (rc {code})"
+
+            util.log(f"Odoo suite: tests {tags}")
+            tests_log = work / "tests.log"
+            code = server.run(
+                *once,
+                "-u",
+                "saas_manager",
+                "--test-enable",
+                "--test-tags",
+                tags,
+                "--log-level=test",
+                f"--screenshots={work / 'screenshots'}",
+                log=tests_log,
+                check=False,
+            )
+            shown = grep_lines(
+                tests_log, r"(ERROR|FAIL|CRITICAL|odoo.tests.result|Starting|skipped)"
+            )
+            print("".join([line for line in shown if line.strip()][-400:]), end="")
+            # Databases the tests create log result lines of their own: read the suite's.
+            results = grep_lines(tests_log, f"odoo.tests.result: .* when loading database '{db}'")
+            summaries = [
+                found.group(0)
+                for line in results
+                if (found := re.search(r"[0-9]+ failed, [0-9]+ error\(s\) of [0-9]+ tests", line))
+            ]
+            summary = summaries[-1] if summaries else ""
+            ran = int(re.search(r"of ([0-9]+)", summary).group(1)) if summary else 0
+            if code or not ran or not summary.startswith("0 failed, 0 error"):
+                print(error_records(tests_log), end="")
+                if os.environ.get("CI"):
+                    kept = Path(tempfile.gettempdir()) / "saas_manager_odoo_tests.log"
+                    shutil.copy(tests_log, kept)
+                return False, f"{summary or 'no test result found'} (rc {code})"
+            return True, summary
+    finally:
+        if os.environ.get("KEEP_ODOO_SUITE"):
+            util.log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def cmd_suite(args):
+    odoo_src = odoo_tree()
+    need_debs(*BASE_DEBS, *ODOO_DEBS)
+    ok, text = odoo_suite(odoo_src, venv("odoo") / "bin" / "python", args.tags)
+    if os.environ.get("SAAS_ODOO_SUITE_RESULT"):
+        Path(os.environ["SAAS_ODOO_SUITE_RESULT"]).write_text(text + "\n")
+    print(f"odoo: {'pass' if ok else 'FAIL'} ({text})", flush=True)
+    return 0 if ok else 1
+
+
+# --- run: the demo ------------------------------------------------------------------
+
+# Run by `odoo-bin shell` at every start: the local demo server is this Odoo; write
+# where it is and how to reach it (secrets passed in the environment, never logged).
+DEMO_SERVER_UPDATE = """
+import os
+
+server = env.ref("saas_manager.saas_server_demo_local", raise_if_not_found=False)
+if not server:
+    print("saas_run: no local demo server (deleted?): nothing written")
+else:
+    with open(os.environ["SAAS_RUN_SSH_KEY_FILE"]) as key_file:
+        private_key = key_file.read()
+    with open(os.environ["SAAS_RUN_SSH_HOST_KEY_FILE"]) as host_key_file:
+        host_key = host_key_file.read().strip()
+    wanted = {
+        "server_url": os.environ["SAAS_RUN_URL"],
+        "port": int(os.environ["SAAS_RUN_HTTP_PORT"]),
+        "ip_address": "127.0.0.1",
+        "db_host": "127.0.0.1",
+        "db_port": int(os.environ["SAAS_RUN_DB_PORT"]),
+        "db_user": os.environ["SAAS_RUN_DB_USER"],
+        "db_password": os.environ["SAAS_RUN_DB_PASSWORD"],
+        "master_password": os.environ["SAAS_RUN_MASTER_PASSWORD"],
+        "data_dir": os.environ["SAAS_RUN_DATA_DIR"],
+        "ssh_port": int(os.environ["SAAS_RUN_SSH_PORT"]),
+        "ssh_user": os.environ["SAAS_RUN_SSH_USER"],
+        "ssh_private_key": private_key,
+        "ssh_host_key": host_key,
+    }
+    server = server.sudo()
+    changed = {name: value for name, value in wanted.items() if server[name] != value}
+    if changed:
+        server.write(changed)
+        env.cr.commit()
+    # Field names only: the values include secrets.
+    print("saas_run: local demo server updated:", ", ".join(sorted(changed)) or "nothing changed")
+"""
+
+
+def start_demo_pg(args, run_dir, stack):
+    db_user = "saas_demo"
+    db_password = util.kept_secret(run_dir / "db_password")
+    if args.system_pg:
+        pg = SystemCluster(owner=db_user, owner_password=db_password)
+        data_dir = run_dir / "data-system"
+    else:
+        pg = PgCluster(run_dir / "pg", port=args.pg_port, owner=db_user, owner_password=db_password)
+        data_dir = run_dir / "data"
+    stop_on_exit(stack, pg, "PostgreSQL")
+    try:
+        pg.start()
+    except ServiceError as exc:
+        die(f"PostgreSQL did not start: {exc}" + ("" if args.system_pg else " (--pg-port N)"))
+    where = "the machine's" if args.system_pg else f"its own in {pg.workdir}"
+    util.log(f"PostgreSQL: {where}, port {pg.port}, role {db_user}")
+    return pg, data_dir
+
+
+def cmd_run(args):
+    odoo_src = odoo_tree()
+    need_debs(*BASE_DEBS, *ODOO_DEBS)
+    python = venv("odoo") / "bin" / "python"
+    run_dir = machine.cache_dir() / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.chmod(0o755)
+    with contextlib.ExitStack() as stack, interruptible():
+        pg, data_dir = start_demo_pg(args, run_dir, stack)
+        if args.reset:
+            # Every database of the role: the demo one, its templates and instances.
+            for name in pg.owner_databases():
+                util.log(f"--reset: dropping database {name}")
+                pg.owner_psql(f'DROP DATABASE "{name}" WITH (FORCE)')
+                shutil.rmtree(data_dir / "filestore" / name, ignore_errors=True)
+            shutil.rmtree(data_dir / "sessions", ignore_errors=True)
+
+        # sshd: how provisioning copies filestores, as on a real server.
+        sshd = Sshd(run_dir / "ssh", port=args.ssh_port, host_key_types=("ed25519",))
+        if sshd.adopt():
+            util.log(f"sshd of {sshd.workdir} already running on port {sshd.port}: reusing it")
+        else:
+            util.log(f"starting sshd on 127.0.0.1:{args.ssh_port} ({sshd.workdir})")
+            stop_on_exit(stack, sshd, "sshd")
+            try:
+                sshd.start()
+            except ServiceError as exc:
+                die(f"sshd did not start: {exc} (--ssh-port N)")
+
+        if util.port_open(args.port):
+            die(f"port {args.port} is in use: choose another with --port N")
+        # db_name: the database preloaded and the only one the cron thread serves;
+        # dbfilter: every database of the cluster can be opened (templates, instances).
+        server = OdooServer(
+            run_dir,
+            odoo_src,
+            python,
+            pg,
+            http_port=args.port,
+            master_password=util.kept_secret(run_dir / "admin_passwd"),
+            secret_key=util.kept_secret(run_dir / "secret_key", util.fernet_key),
+            data_dir=data_dir,
+            options={
+                "db_name": args.db,
+                "dbfilter": ".*",
+                "without_demo": False,
+                "max_cron_threads": 1,
+            },
+            log_to_file=False,
+        )
+        server.write_config()
+        prepare_demo_database(args, server, pg, sshd, run_dir, data_dir)
+
+        util.log(f"starting Odoo on {server.url} (Ctrl-C stops it)")
+        stop_on_exit(stack, server, "Odoo")
+        try:
+            server.start()
+        except ServiceError as exc:
+            die(f"Odoo did not serve database {args.db} on port {args.port}: {exc}")
+        sys.stderr.write(
+            f"\n  SaaS Manager demo is running (Ctrl-C stops it)\n"
+            f"    Open:             {server.url}/web/login?db={args.db}\n"
+            f"    Login:            admin / admin\n"
+            f"    Master password:  {server.master_password}"
+            f"   (kept in {run_dir / 'admin_passwd'})\n"
+            f"    PostgreSQL:       127.0.0.1:{pg.port}, role {pg.owner}\n"
+            f"    SSH (filestores): 127.0.0.1:{sshd.port}\n"
+            "    Try: Configuration > Servers > This Odoo (local demo) > Check Health;\n"
+            "         Templates > Contacts starter > Create Database (the cron runs it "
+            "within a minute);\n"
+            "         Instances > New, template Contacts starter > Provision.\n\n"
+        )
+        code = server.process.wait()
+        util.log(f"Odoo exited (code {code})")
+        return code
+
+
+def prepare_demo_database(args, server, pg, sshd, run_dir, data_dir):
+    """Install (the first time) or update saas_manager, then write the demo record."""
+    try:
+        installed = pg.owner_psql(
+            "SELECT state FROM ir_module_module WHERE name = 'saas_manager'", dbname=args.db
+        ).strip()
+    except ServiceError:
+        installed = ""
+    once = ("-d", args.db, "--stop-after-init")
+    if installed != "installed":
+        log = run_dir / "install.log"
+        util.log(
+            f"installing saas_manager with its demo data in database {args.db} "
+            f"(a minute or two; log: {log})"
+        )
+        if server.run(*once, "-i", "saas_manager", log=log, check=False):
+            sys.stderr.write(util.tail(log, 30))
+            die(f"installing saas_manager failed (log: {log}; scripts/run --reset starts anew)")
+    elif args.update:
+        log = run_dir / "update.log"
+        util.log(f"updating saas_manager in database {args.db} (log: {log})")
+        if server.run(*once, "-u", "saas_manager", log=log, check=False):
+            sys.stderr.write(util.tail(log, 30))
+            die(f"updating saas_manager failed (log: {log})")
+
+    util.log("writing this Odoo's address, PostgreSQL and SSH settings into the local demo server")
+    log = run_dir / "settings.log"
+    env = {
+        "SAAS_RUN_URL": server.url,
+        "SAAS_RUN_HTTP_PORT": str(server.http_port),
+        "SAAS_RUN_DB_PORT": str(pg.port),
+        "SAAS_RUN_DB_USER": pg.owner,
+        "SAAS_RUN_DB_PASSWORD": pg.owner_password,
+        "SAAS_RUN_MASTER_PASSWORD": server.master_password,
+        "SAAS_RUN_DATA_DIR": str(data_dir),
+        "SAAS_RUN_SSH_PORT": str(sshd.port),
+        "SAAS_RUN_SSH_USER": util.current_user(),
+        "SAAS_RUN_SSH_KEY_FILE": str(sshd.login_key()),
+        "SAAS_RUN_SSH_HOST_KEY_FILE": str(sshd.host_key_file()),
+    }
+    args_shell = ("shell", "-d", args.db, "--no-http", "--log-level=warn")
+    if server.run(*args_shell, log=log, stdin=DEMO_SERVER_UPDATE, env=env, check=False):
+        sys.stderr.write(log.read_text(errors="replace"))
+        die("could not write the local settings into the demo server")
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("saas_run: "):
+            util.log(line.removeprefix("saas_run: "))
+
+
+# --- bench, i18n, screenshots ----------------------------------------------------------
+
+
+def cmd_bench(args):
+    if args.which == "provision":
+        odoo_tree()
+        need_debs("postgresql", "openssh-server", "openssh-client", "python3-venv")
+        python, script = venv("odoo") / "bin" / "python", SCRIPTS / "bench_provision.py"
+    else:
+        python, script = venv("test") / "bin" / "python", SCRIPTS / "bench_health_sweep.py"
+    return subprocess.run([str(python), str(script), *args.args], check=False).returncode
+
+
+def i18n_export(odoo_src, python):
+    """Regenerate i18n/saas_manager.pot from the code, by Odoo itself, and merge it into
+    every i18n/<lang>.po: ``msgmerge --no-fuzzy-matching`` (new terms come in
+    untranslated, terms gone from the code are dropped), then ``msgfmt --check
+    --statistics``. Fails when a .po file has an untranslated or fuzzy entry."""
+    with PgCluster(owner="saas_i18n") as pg, tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        work.chmod(0o755)
+        server = OdooServer(work, odoo_src, python, pg, options={"http_enable": False})
+        util.log("installing saas_manager (without demo data) in a fresh database")
+        server.run(
+            "-d",
+            "saas_i18n",
+            "-i",
+            "saas_manager",
+            "--without-demo=all",
+            "--stop-after-init",
+            "--log-level=warn",
+            log=work / "install.log",
+        )
+        util.log("exporting the terms of saas_manager to i18n/saas_manager.pot")
+        exported = work / "saas_manager.pot"
+        server.run(
+            "-d",
+            "saas_i18n",
+            f"--i18n-export={exported}",
+            "--modules=saas_manager",
+            "--log-level=warn",
+            log=work / "export.log",
+        )
+        if not exported.exists() or not exported.stat().st_size:
+            die("Odoo wrote an empty template")
+        pot = ROOT / "i18n" / "saas_manager.pot"
+        pot.parent.mkdir(exist_ok=True)
+        shutil.move(exported, pot)
+    status = 0
+    for po in sorted((ROOT / "i18n").glob("*.po")):
+        util.log(f"merging the template into i18n/{po.name}")
+        for argv in (
+            ["msgmerge", "--quiet", "--update", "--no-fuzzy-matching", "--backup=none", po, pot],
+            # Terms the code no longer has: dropped rather than kept as #~ comments.
+            ["msgattrib", "--no-obsolete", f"--output-file={po}", po],
+        ):
+            if subprocess.run([str(a) for a in argv], check=False).returncode:
+                die(f"{argv[0]} failed on i18n/{po.name}")
+        check = subprocess.run(
+            ["msgfmt", "--check", "--statistics", "-o", "/dev/null", str(po)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        stats = (check.stdout + check.stderr).strip()
+        util.log(f"i18n/{po.name}: {stats}")
+        if check.returncode or "untranslated" in stats or "fuzzy" in stats:
+            util.log(f"i18n/{po.name} has terms to translate")
+            status = 1
+    return status
+
+
+def cmd_screenshots(args):
+    need_debs("chromium")
+    python = venv("odoo") / "bin" / "python"
+    url = f"http://127.0.0.1:{args.port}"
+    try:
+        with urllib.request.urlopen(f"{url}/web/health", timeout=5) as answer:  # noqa: S310
+            answer.read()
+    except OSError:
+        die(f"no Odoo answers on {url}: start the demo with scripts/run first")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    argv = [
+        str(python),
+        str(SCRIPTS / "screenshots.py"),
+        "--url",
+        url,
+        "--db",
+        args.db,
+        "--out",
+        str(args.out),
+        "--chromium",
+        chromium,
+    ]
+    for name in args.only:
+        argv += ["--only", name]
+    return subprocess.run(argv, check=False).returncode
+
+
+# --- command line -------------------------------------------------------------------
+
+
+def parser():
+    top = argparse.ArgumentParser(
+        prog="scripts/saas.py",
+        description=__doc__.split("\n\n", 1)[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+
+    test = sub.add_parser("test", help="lint, standalone suite, Odoo suite; a SUMMARY line")
+    test.add_argument("--no-lint", dest="lint", action="store_false", help="skip ruff, pylint")
+    test.add_argument("--no-odoo", dest="odoo", action="store_false", help="skip the Odoo suite")
+    test.set_defaults(func=cmd_test, pytest_args=[])
+
+    run = sub.add_parser("run", help="the demo: Odoo with saas_manager and its demo data")
+    run.add_argument("--port", type=tcp_port, default=8069, help="Odoo's HTTP port (8069)")
+    run.add_argument("--db", type=database_name, default="saas_demo", help="(saas_demo)")
+    run.add_argument(
+        "--system-pg",
+        action="store_true",
+        help="the machine's PostgreSQL cluster (root only), with a role of its own",
+    )
+    run.add_argument("--pg-port", type=tcp_port, default=55433, help="own cluster's port (55433)")
+    run.add_argument("--ssh-port", type=tcp_port, default=2223, help="private sshd's port (2223)")
+    run.add_argument("--update", action="store_true", help="update saas_manager before serving")
+    run.add_argument(
+        "--reset", action="store_true", help="drop the databases and filestores it made first"
+    )
+    run.set_defaults(func=cmd_run)
+
+    suite = sub.add_parser("suite", help="the Odoo suite alone")
+    suite.add_argument("--tags", help="--test-tags (default $SAAS_TEST_TAGS or /saas_manager)")
+    suite.set_defaults(func=cmd_suite)
+
+    bench = sub.add_parser("bench", help="benchmarks (options after the name go to the script)")
+    bench.add_argument("which", choices=("provision", "health"))
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own options")
+    bench.set_defaults(func=cmd_bench)
+
+    i18n = sub.add_parser("i18n", help="regenerate the .pot and merge it into every .po")
+    i18n.set_defaults(func=i18n_command)
+
+    shots = sub.add_parser("screenshots", help="screenshots of the running demo")
+    shots.add_argument("--port", type=tcp_port, default=8069)
+    shots.add_argument("--db", default="saas_demo")
+    shots.add_argument("--out", type=Path, default=ROOT / "doc" / "screenshots")
+    shots.add_argument("--only", action="append", default=[], help="one page (repeatable)")
+    shots.set_defaults(func=cmd_screenshots)
+    return top
+
+
+def i18n_command(_args):
+    return i18n_export(odoo_tree_with_debs(), venv("odoo") / "bin" / "python")
+
+
+def odoo_tree_with_debs():
+    src = odoo_tree()
+    need_debs("postgresql", "libpq-dev", "python3-venv", *ODOO_DEBS, "gettext")
+    return src
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    pytest_args = []
+    if argv[:1] == ["test"] and "--" in argv:
+        cut = argv.index("--")
+        argv, pytest_args = argv[:cut], argv[cut + 1 :]
+    args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.command == "test":
+        args.pytest_args = pytest_args
+    try:
+        return args.func(args)
+    except ServiceError as exc:
+        die(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
