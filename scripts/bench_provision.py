@@ -6,7 +6,7 @@ For each template database it times, --repeat times each (rounds interleaved, af
 
 * a bare ``CREATE DATABASE x TEMPLATE t STRATEGY s`` over psycopg2 (the baseline),
   for each strategy;
-* ``remote.pg_clone.clone_database`` for each strategy (the copy plus its new
+* ``remote.postgres.clone_database`` for each strategy (the copy plus its new
   identity);
 * the whole provision as ``saas.instance._provision`` does it: an SSH session to
   the host, ``clone_database`` with the default strategy and ``base_url``, and the
@@ -15,9 +15,19 @@ For each template database it times, --repeat times each (rounds interleaved, af
 * Odoo's own ``db.duplicate_database`` over JSON-RPC (database and filestore).
 
 Then it prints the medians, their ratio to the bare clone, the whole provision's
-breakdown and whether the targets hold. ``scripts/bench_provision`` starts
-everything this needs on 127.0.0.1 and calls it; the PostgreSQL and master
-passwords come from the environment (BENCH_PG_PASSWORD, BENCH_MASTER_PASSWORD).
+breakdown and whether the targets hold.
+
+Unless --odoo-url names systems of your own, it starts everything on 127.0.0.1 with
+the sandbox (``scripts/bench_provision`` = ``scripts/saas.py bench provision`` runs it
+in the Odoo virtualenv): a durable PostgreSQL cluster (fsync, full_page_writes and
+synchronous_commit on, as in production; --fast-pg or BENCH_PG_DURABLE=0 for the test
+settings), a private sshd and an Odoo 18.0 server (threaded, list_db on). Two
+templates are made with ``odoo-bin -i … --stop-after-init`` before the server starts:
+a small one (--small-apps, $BENCH_SMALL_APPS, default mail, without demo data) and a
+larger one (--large-apps, $BENCH_LARGE_APPS, default sale_management,crm, with demo
+data; empty to skip). Everything is stopped and removed at the end (--keep or
+KEEP_BENCH=1 keeps the directory). With systems of your own, the PostgreSQL and
+master passwords come from the environment (BENCH_PG_PASSWORD, BENCH_MASTER_PASSWORD).
 
 Copies are dropped at the end of the run, not right after each timing: on ext4,
 creating files shortly after many were deleted is slow (the inode allocator skips
@@ -29,13 +39,17 @@ Not a test: timings depend on the machine.
 """
 
 import argparse
+import contextlib
 import logging
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -46,7 +60,12 @@ from psycopg2 import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from remote import odoo_rpc, pg_clone, provision, ssh  # noqa: E402
+from remote import odoo_rpc, postgres, provision, ssh  # noqa: E402
+from sandbox import odoo as sandbox_odoo  # noqa: E402
+from sandbox import util  # noqa: E402
+from sandbox.postgres import PgCluster  # noqa: E402
+from sandbox.service import ServiceError  # noqa: E402
+from sandbox.sshd import Sshd  # noqa: E402
 
 # The whole provision must stay within this factor of the bare clone, and be at
 # least this much faster than Odoo's db.duplicate_database.
@@ -62,7 +81,7 @@ class Bench:
 
     def __init__(self, args):
         self.args = args
-        self.pg = pg_clone.ConnectionParams(
+        self.pg = postgres.ConnectionParams(
             host=args.pg_host,
             port=args.pg_port,
             user=args.pg_user,
@@ -84,8 +103,8 @@ class Bench:
         self.copies = []
         # The copy time clone_database logs, to split the whole provision.
         self.clone_log = CloneLog()
-        logging.getLogger(pg_clone.__name__).addHandler(self.clone_log)
-        logging.getLogger(pg_clone.__name__).setLevel(logging.INFO)
+        logging.getLogger(postgres.__name__).addHandler(self.clone_log)
+        logging.getLogger(postgres.__name__).setLevel(logging.INFO)
 
     def filestore(self, db):
         return self.data_dir / "filestore" / db
@@ -165,7 +184,7 @@ class Bench:
 
     def drop(self, db):
         """Drop a copy and its filestore (untimed)."""
-        pg_clone.drop_database(self.pg, db)
+        postgres.drop_database(self.pg, db)
         shutil.rmtree(self.filestore(db), ignore_errors=True)
 
 
@@ -193,7 +212,7 @@ def bare_clone(strategy):
             sql.Identifier(target), sql.Identifier(template)
         )
         if strategy:
-            query = sql.SQL("{} STRATEGY {}").format(query, sql.SQL(pg_clone.STRATEGIES[strategy]))
+            query = sql.SQL("{} STRATEGY {}").format(query, sql.SQL(postgres.STRATEGIES[strategy]))
         conn = bench.connect()
         try:
             with conn.cursor() as cr:
@@ -205,9 +224,9 @@ def bare_clone(strategy):
     return run
 
 
-def pg_clone_only(strategy):
+def postgres_clone_only(strategy):
     def run(bench, template, target):
-        pg_clone.clone_database(bench.pg, template, target, strategy=strategy, base_url=BASE_URL)
+        postgres.clone_database(bench.pg, template, target, strategy=strategy, base_url=BASE_URL)
         return {}
 
     return run
@@ -319,12 +338,12 @@ def build_methods(strategies):
     methods += [
         Method(
             f"clone_{s or 'none'}",
-            f"pg_clone.clone_database ({s or 'no strategy'})",
-            pg_clone_only(s),
+            f"postgres.clone_database ({s or 'no strategy'})",
+            postgres_clone_only(s),
         )
         for s in strategies
     ]
-    default = pg_clone.DEFAULT_STRATEGY if strategies != [None] else None
+    default = postgres.DEFAULT_STRATEGY if strategies != [None] else None
     methods += [
         Method(
             "provision",
@@ -345,7 +364,7 @@ def build_methods(strategies):
 
 
 def run_once(bench, method, template, target, timed):
-    if pg_clone.database_exists(bench.pg, target):
+    if postgres.database_exists(bench.pg, target):
         raise SystemExit(f"database {target} exists already: not touching it")
     bench.wait_idle(template)
     bench.checkpoint()
@@ -353,7 +372,7 @@ def run_once(bench, method, template, target, timed):
     try:
         parts = method.run(bench, template, target)
         elapsed = time.monotonic() - started
-        if not pg_clone.database_exists(bench.pg, target):
+        if not postgres.database_exists(bench.pg, target):
             raise RuntimeError(f"{target} was not created")
         has_filestore = bench.filestore(template).is_dir()
         if method.filestore and has_filestore and not bench.filestore(target).is_dir():
@@ -483,7 +502,7 @@ def report(template_line, methods, reference, repeat):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--templates", nargs="+", required=True, help="template databases")
+    parser.add_argument("--templates", nargs="+", help="template databases (own systems)")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs of each method")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument(
@@ -498,15 +517,116 @@ def main():
     parser.add_argument("--pg-bindir", help="PostgreSQL binaries of the cluster's version")
     parser.add_argument("--ssh-host", default="127.0.0.1")
     parser.add_argument("--ssh-port", type=int, default=22)
-    parser.add_argument("--ssh-user", required=True)
-    parser.add_argument("--ssh-key-file", required=True, help="the client's private key")
-    parser.add_argument("--ssh-host-key-file", required=True, help="the pinned host key")
-    parser.add_argument("--odoo-url", required=True, help="the Odoo server (list_db on)")
-    parser.add_argument("--data-dir", required=True, help="that Odoo's data_dir")
+    parser.add_argument("--ssh-user")
+    parser.add_argument("--ssh-key-file", help="the client's private key")
+    parser.add_argument("--ssh-host-key-file", help="the pinned host key")
+    parser.add_argument(
+        "--odoo-url", help="an Odoo server of your own (list_db on); none: the sandbox's"
+    )
+    parser.add_argument("--data-dir", help="that Odoo's data_dir")
+    parser.add_argument("--small-apps", default=os.environ.get("BENCH_SMALL_APPS", "mail"))
+    parser.add_argument(
+        "--large-apps", default=os.environ.get("BENCH_LARGE_APPS", "sale_management,crm")
+    )
+    parser.add_argument(
+        "--fast-pg",
+        action="store_true",
+        default=os.environ.get("BENCH_PG_DURABLE") == "0",
+        help="the test cluster's settings (fsync off) instead of the durable defaults",
+    )
+    parser.add_argument("--keep", action="store_true", default=bool(os.environ.get("KEEP_BENCH")))
     args = parser.parse_args()
     if args.repeat < 1 or args.warmup < 0:
         parser.error("--repeat must be at least 1 and --warmup not negative")
+    if args.odoo_url:
+        own = ("templates", "ssh_user", "ssh_key_file", "ssh_host_key_file", "data_dir")
+        missing = [f"--{name.replace('_', '-')}" for name in own if not getattr(args, name)]
+        if missing:
+            parser.error(f"with --odoo-url, give {' '.join(missing)} too")
+        return measure(args)
+    with contextlib.ExitStack() as stack:
+        odoo_log = start_sandbox(args, stack)
+        code = measure(args)
+        log_lines = util.tail(odoo_log, 10**6).splitlines()
+        errors = [line for line in log_lines if re.search(r" (ERROR|CRITICAL) ", line)]
+        if errors:
+            util.log("bench: the Odoo server logged errors:")
+            sys.stderr.write("\n".join(errors[:20]) + "\n")
+        return code
 
+
+def start_sandbox(args, stack):
+    """Start PostgreSQL, sshd, the templates and Odoo; point ``args`` at them.
+
+    Returns the path of the Odoo server's log."""
+    odoo_src = sandbox_odoo.find_odoo_src()
+    if odoo_src is None:
+        raise SystemExit(
+            "no Odoo 18.0 source tree found: set ODOO_SRC or put one at /opt/odoo-18.0"
+        )
+    work = Path(tempfile.mkdtemp(prefix="saas_manager_bench."))
+    work.chmod(0o755)
+    stack.callback(
+        lambda: util.log(f"kept {work}") if args.keep else shutil.rmtree(work, ignore_errors=True)
+    )
+    durable = not args.fast_pg
+    pg = PgCluster(work / "pg", owner="saas_bench", durable=durable)
+    util.log(f"bench: PostgreSQL cluster ({Path(pg.bindir).parent.name}, durable={int(durable)})")
+    stack.enter_context(pg)
+    try:
+        # The benchmark starts every timing from a checkpoint (PostgreSQL >= 15 role).
+        pg.psql(f"GRANT pg_checkpoint TO {pg.owner}")
+    except ServiceError:
+        util.log("bench: cannot grant pg_checkpoint; timings will not start from a checkpoint")
+    sshd = stack.enter_context(Sshd(work / "ssh", host_key_types=("ed25519",)))
+    # dbfilter matches no database: with a single one, Odoo would bind the readiness
+    # probe to it and keep a pooled session open on the template.
+    server = sandbox_odoo.OdooServer(
+        work, odoo_src, sys.executable, pg, with_addon=False,
+        options={"gevent_port": util.free_port(), "dbfilter": "^$", "workers": 0},
+        serve_args=("--log-level=warn",),
+    )  # fmt: skip
+    server.write_config()
+
+    # The templates, made in parallel before the server starts.
+    wanted = [("bench_tpl_small", args.small_apps, False)]
+    if args.large_apps:
+        wanted.append(("bench_tpl_large", args.large_apps, True))
+    failures = []
+
+    def make_template(db, apps, demo):
+        util.log(f"bench: template {db}: {apps} (demo data: {'yes' if demo else 'no'})")
+        extra = () if demo else ("--without-demo=all",)
+        try:
+            server.run("-d", db, "-i", apps, *extra, "--no-http", "--stop-after-init",
+                       "--log-level=warn", log=work / f"{db}.log")  # fmt: skip
+        except ServiceError as exc:
+            failures.append(f"template {db} was not created: {exc}")
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=make_template, args=spec) for spec in wanted]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise SystemExit("\n".join(failures))
+    util.log(f"bench: templates ready in {time.monotonic() - started:.0f} s")
+
+    util.log(f"bench: Odoo server on {server.url}")
+    stack.enter_context(server)
+    os.environ.update(
+        BENCH_PG_PASSWORD=pg.owner_password, BENCH_MASTER_PASSWORD=server.master_password
+    )
+    args.templates = [db for db, _apps, _demo in wanted]
+    args.pg_host, args.pg_port, args.pg_user, args.pg_bindir = pg.host, pg.port, pg.owner, pg.bindir
+    args.ssh_host, args.ssh_port, args.ssh_user = util.LOOPBACK, sshd.port, util.current_user()
+    args.ssh_key_file, args.ssh_host_key_file = str(sshd.login_key()), str(sshd.host_key_file())
+    args.odoo_url, args.data_dir = server.url, str(work / "data")
+    return server.log_path
+
+
+def measure(args):
     bench = Bench(args)
     version_num, pg_version, fsync = bench.query(
         "SELECT current_setting('server_version_num')::int, current_setting('server_version'), "
@@ -515,13 +635,13 @@ def main():
     odoo_version = bench.odoo.version()["server_version"]
     bench.checkpoint()
     strategies = (
-        [pg_clone.STRATEGY_FILE_COPY, pg_clone.STRATEGY_WAL_LOG]
-        if version_num >= pg_clone.STRATEGY_MIN_VERSION
+        [postgres.STRATEGY_FILE_COPY, postgres.STRATEGY_WAL_LOG]
+        if version_num >= postgres.STRATEGY_MIN_VERSION
         else [None]
     )
     methods = build_methods(strategies)
     # The bare clone with the strategy the whole provision uses.
-    default = pg_clone.DEFAULT_STRATEGY if strategies != [None] else None
+    default = postgres.DEFAULT_STRATEGY if strategies != [None] else None
     reference = next(m for m in methods if m.key == f"bare_{default or 'none'}")
     print(
         f"PostgreSQL {pg_version} (fsync {fsync}), Odoo {odoo_version}, "

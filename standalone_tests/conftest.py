@@ -26,7 +26,7 @@ import pytest
 from psycopg2 import sql
 
 from remote import ssh
-from remote.pg_clone import ConnectionParams
+from remote.postgres import ConnectionParams
 from sandbox import postgres
 from sandbox import sshd as sandbox_sshd
 
