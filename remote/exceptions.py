@@ -85,5 +85,18 @@ class SshAuthError(SshError):
     """The server refused the credentials."""
 
 
+class SshTimeout(SshError):
+    """A connection step or a remote command ran out of time."""
+
+
+class SshCommandError(SshError):
+    """A remote helper command (copy, remove...) failed; ``stderr`` holds its excerpt."""
+
+    def __init__(self, message, exit_status=None, stderr=""):
+        super().__init__(message)
+        self.exit_status = exit_status
+        self.stderr = stderr
+
+
 class RemotePathExists(SshError):
     """A copy was refused because its target already exists."""

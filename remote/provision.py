@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import pg_clone, ssh
+from . import filestore, postgres, ssh
 from .exceptions import RemoteError
 
 _logger = logging.getLogger(__name__)
@@ -23,19 +23,19 @@ class ProvisionResult:
     """What :func:`provision` did: the clone's result, whether a filestore was
     copied (a template without attachments has none), and the whole duration."""
 
-    clone: pg_clone.CloneResult
+    clone: postgres.CloneResult
     filestore_copied: bool
     duration_s: float
 
 
 def _copy_filestore(ssh_settings, source_dir, target_dir):
     with ssh.SshSession(ssh_settings) as session:
-        return session.copy_tree(source_dir, target_dir)
+        return filestore.copy_tree(session, source_dir, target_dir)
 
 
 def _remove_filestore(ssh_settings, target_dir):
     with ssh.SshSession(ssh_settings) as session:
-        session.remove_tree(target_dir)
+        filestore.remove_tree(session, target_dir)
 
 
 def provision(
@@ -51,7 +51,7 @@ def provision(
 ):
     """Clone database ``template`` into ``target`` and copy ``source_dir`` to ``target_dir``.
 
-    :param pg_params: :class:`pg_clone.ConnectionParams` of the server's PostgreSQL.
+    :param pg_params: :class:`postgres.ConnectionParams` of the server's PostgreSQL.
     :param ssh_settings: :class:`ssh.SshSettings` of the server.
     :param source_dir: the template's filestore on the server.
     :param target_dir: the new database's filestore (must not exist).
@@ -66,7 +66,7 @@ def provision(
         copy = pool.submit(_copy_filestore, ssh_settings, source_dir, target_dir)
         clone_result = clone_error = None
         try:
-            clone_result = pg_clone.clone_database(
+            clone_result = postgres.clone_database(
                 pg_params, template, target, base_url=base_url, strategy=strategy
             )
         except RemoteError as exc:
@@ -90,7 +90,7 @@ def provision(
     # Undo the half that worked; report the failure that stopped the provision.
     if clone_error is None:
         try:
-            pg_clone.drop_database(pg_params, target)
+            postgres.drop_database(pg_params, target)
         except RemoteError:
             _logger.exception("Could not drop %s after its filestore copy failed", target)
     if copied:

@@ -1,14 +1,16 @@
-"""remote.ssh against a real OpenSSH server on loopback (see sandbox/sshd.py).
+"""remote.ssh and remote.filestore against a real OpenSSH server on loopback (see sandbox/sshd.py).
 
 The "remote" host is this machine, so the tests prepare and inspect remote paths
 with plain Python file operations.
 """
 
+import json
 import logging
 import os
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,13 +18,15 @@ from pathlib import Path
 import pytest
 from conftest import CURRENT_USER, IS_ROOT, authorized_sshd, settings_for
 
-from remote import ssh
+from remote import filestore, ssh
 from remote.exceptions import (
     InvalidInput,
     RemotePathExists,
     SshAuthError,
+    SshCommandError,
     SshError,
     SshHostKeyError,
+    SshTimeout,
 )
 from sandbox import sshd as _sshd  # the sshd helpers: generate_key, fingerprint, LOOPBACK...
 
@@ -372,7 +376,7 @@ def test_silent_server_times_out(make_settings, silent_listener):
 def test_closed_session_refuses_commands(make_settings):
     opened = ssh.SshSession(make_settings())
     with opened:
-        assert opened.path_exists("/tmp")
+        assert opened.run(["test", "-d", "/tmp"]).exit_status == 0
     with pytest.raises(SshError, match="not open"):
         opened.run(["true"])
 
@@ -417,21 +421,21 @@ def test_large_output_is_capped(session):
 
 
 def test_command_past_its_deadline_is_stopped_and_killed(session):
-    with pytest.raises(ssh.SshTimeout, match="deadline"):
+    with pytest.raises(SshTimeout, match="deadline"):
         session.run(["sh", "-c", "sleep 297.25; echo done"], timeout=1)
     assert wait_until_gone("sleep 297.25"), "the remote command survived its deadline"
     assert session.run(["echo", "still usable"]).stdout == "still usable\n"
 
 
 def test_endless_output_still_meets_the_deadline(session):
-    with pytest.raises(ssh.SshTimeout):
+    with pytest.raises(SshTimeout):
         session.run(["sh", "-c", "exec yes saas-endless-output"], timeout=1, max_output=1000)
     assert wait_until_gone("yes saas-endless-output")
 
 
 def test_unprivileged_command_past_its_deadline_is_killed(unprivileged):
     settings, _make_dir = unprivileged
-    with ssh.SshSession(settings) as opened, pytest.raises(ssh.SshTimeout):
+    with ssh.SshSession(settings) as opened, pytest.raises(SshTimeout):
         opened.run(["sh", "-c", "sleep 296.5"], timeout=1)
     assert wait_until_gone("sleep 296.5")
 
@@ -442,7 +446,7 @@ def test_run_refuses_bad_argv(session):
             session.run(argv)
 
 
-# --- copy_tree -------------------------------------------------------------------
+# --- filestore.copy_tree -------------------------------------------------------------------
 
 
 def make_tree(root):
@@ -464,7 +468,7 @@ def test_copy_tree_copies_content_modes_and_links(session, tmp_path):
     src.chmod(0o750)
     expected = make_tree(src)
     dst = tmp_path / "filestore" / "client1"
-    assert session.copy_tree(str(src), str(dst)) is True
+    assert filestore.copy_tree(session, str(src), str(dst)) is True
     assert snapshot(dst) == expected
     assert stat.S_IMODE(dst.stat().st_mode) == 0o750
     assert (dst / "top.txt").stat().st_mtime == 1_000_000_000
@@ -479,12 +483,12 @@ def test_copy_tree_with_shell_metacharacters(session, tmp_path, name):
     src.mkdir()
     (src / name).write_text("payload")
     dst = tmp_path / f"dst {name}"
-    assert session.copy_tree(str(src), str(dst)) is True
+    assert filestore.copy_tree(session, str(src), str(dst)) is True
     assert (dst / name).read_text() == "payload"
-    assert session.path_exists(str(dst / name)) is True
+    assert session.run(["test", "-e", str(dst / name)]).exit_status == 0
     assert not list(tmp_path.rglob("pwned*"))
     assert sorted(p.name for p in Path.home().iterdir()) == home_before
-    assert session.remove_tree(str(dst)) is True
+    assert filestore.remove_tree(session, str(dst)) is True
     assert not dst.exists()
 
 
@@ -503,30 +507,33 @@ def test_copy_tree_refuses_an_existing_target(session, tmp_path, kind):
         dst.symlink_to(tmp_path / "nowhere")
     before = snapshot(tmp_path)
     with pytest.raises(RemotePathExists, match="already exists"):
-        session.copy_tree(str(src), str(dst))
+        filestore.copy_tree(session, str(src), str(dst))
     assert snapshot(tmp_path) == before
 
 
 def test_copy_tree_missing_source_returns_false_and_creates_nothing(session, tmp_path):
     (tmp_path / "filestore").mkdir()
     assert (
-        session.copy_tree(str(tmp_path / "filestore/tpl"), str(tmp_path / "filestore/c1")) is False
+        filestore.copy_tree(
+            session, str(tmp_path / "filestore/tpl"), str(tmp_path / "filestore/c1")
+        )
+        is False
     )
     assert list((tmp_path / "filestore").iterdir()) == []
 
 
 def test_copy_tree_source_not_a_directory(session, tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ssh.SshCommandError, match="not a directory"):
-        session.copy_tree(str(tmp_path / "file"), str(tmp_path / "dst"))
+    with pytest.raises(SshCommandError, match="not a directory"):
+        filestore.copy_tree(session, str(tmp_path / "file"), str(tmp_path / "dst"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def test_copy_tree_missing_target_parent_fails_cleanly(session, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
-    with pytest.raises(ssh.SshCommandError, match="failed"):
-        session.copy_tree(str(src), str(tmp_path / "no" / "such" / "dst"))
+    with pytest.raises(SshCommandError, match="failed"):
+        filestore.copy_tree(session, str(src), str(tmp_path / "no" / "such" / "dst"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
@@ -536,7 +543,7 @@ def test_copy_tree_missing_target_parent_fails_cleanly(session, tmp_path):
 )
 def test_copy_tree_refuses_overlapping_or_relative_paths(session, src, dst):
     with pytest.raises(InvalidInput):
-        session.copy_tree(src, dst)
+        filestore.copy_tree(session, src, dst)
 
 
 def test_failed_copy_leaves_no_target(unprivileged):
@@ -559,9 +566,9 @@ def test_failed_copy_leaves_no_target(unprivileged):
     dst = work / "dst"
     with (
         ssh.SshSession(settings) as opened,
-        pytest.raises(ssh.SshCommandError, match="Permission denied"),
+        pytest.raises(SshCommandError, match="Permission denied"),
     ):
-        opened.copy_tree(str(src), str(dst))
+        filestore.copy_tree(opened, str(src), str(dst))
     assert not dst.exists()
     assert leftovers(work) == []
     assert locked.exists()
@@ -584,8 +591,8 @@ def test_copy_failing_after_writing_leaves_no_target(fake_cp_session, tmp_path):
     src.mkdir()
     make_tree(src)
     dst = tmp_path / "dst"
-    with pytest.raises(ssh.SshCommandError, match="No space left"):
-        opened.copy_tree(str(src), str(dst))
+    with pytest.raises(SshCommandError, match="No space left"):
+        filestore.copy_tree(opened, str(src), str(dst))
     assert (bin_dir / "used").exists(), "the scripted cp was not the one run"
     assert not dst.exists()
     assert leftovers(tmp_path) == []
@@ -601,8 +608,8 @@ def test_copy_past_its_deadline_leaves_no_target(fake_cp, client_keys, tmp_path)
     dst = tmp_path / "dst"
     settings = settings_for(server, client_keys[0]["ed25519"][0], command_timeout=5.0)
     try:
-        with ssh.SshSession(settings) as opened, pytest.raises(ssh.SshTimeout):
-            opened.copy_tree(str(src), str(dst))
+        with ssh.SshSession(settings) as opened, pytest.raises(SshTimeout):
+            filestore.copy_tree(opened, str(src), str(dst))
     finally:
         (bin_dir / "mode").write_text("ok\n")
     assert (bin_dir / "used").exists(), "the scripted cp was not the one run"
@@ -611,7 +618,7 @@ def test_copy_past_its_deadline_leaves_no_target(fake_cp, client_keys, tmp_path)
     assert leftovers(tmp_path) == []
 
 
-# --- remove_tree and path_exists ----------------------------------------------------
+# --- remove_tree -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -620,7 +627,7 @@ def test_copy_past_its_deadline_leaves_no_target(fake_cp, client_keys, tmp_path)
 )
 def test_remove_tree_refuses_dangerous_paths(session, path):
     with pytest.raises(InvalidInput):
-        session.remove_tree(path)
+        filestore.remove_tree(session, path)
 
 
 def test_remove_tree_removes_and_reports_missing(session, tmp_path):
@@ -629,10 +636,10 @@ def test_remove_tree_removes_and_reports_missing(session, tmp_path):
     make_tree(target)
     (target / "sub" / "ro").mkdir()
     (target / "sub" / "ro").chmod(0o500)
-    assert session.remove_tree(str(target) + "/") is True
+    assert filestore.remove_tree(session, str(target) + "/") is True
     assert not target.exists()
     assert (tmp_path / "filestore").is_dir()
-    assert session.remove_tree(str(target)) is False
+    assert filestore.remove_tree(session, str(target)) is False
 
 
 def test_remove_tree_removes_a_symlink_not_its_target(session, tmp_path):
@@ -641,15 +648,137 @@ def test_remove_tree_removes_a_symlink_not_its_target(session, tmp_path):
     (real / "keep").write_text("keep")
     link = tmp_path / "link"
     link.symlink_to(real)
-    assert session.remove_tree(str(link)) is True
+    assert filestore.remove_tree(session, str(link)) is True
     assert not link.is_symlink()
     assert (real / "keep").read_text() == "keep"
 
 
-def test_path_exists(session, tmp_path):
-    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
-    assert session.path_exists(str(tmp_path)) is True
-    assert session.path_exists(str(tmp_path / "dangling")) is True
-    assert session.path_exists(str(tmp_path / "nowhere")) is False
+# --- partial copies: named before they exist, gone with their channel -------------------
+
+
+def test_partial_copy_names_are_recognised():
+    tmp = filestore.partial_copy_path("/var/lib/odoo/filestore/client1", "0123456789abcdef")
+    assert tmp == "/var/lib/odoo/filestore/.client1.saas-copy-0123456789abcdef"
+    assert filestore.is_partial_copy(tmp, "/var/lib/odoo/filestore/client1/")
+    fresh = filestore.partial_copy_path("/var/lib/odoo/filestore/client1")
+    assert fresh != tmp
+    assert filestore.is_partial_copy(fresh, "/var/lib/odoo/filestore/client1")
+    for other in (
+        "/var/lib/odoo/filestore/client1",
+        "/var/lib/odoo/filestore/.client2.saas-copy-0123456789abcdef",
+        "/var/lib/odoo/.client1.saas-copy-0123456789abcdef",
+        tmp + "0",
+        "relative",
+    ):
+        assert not filestore.is_partial_copy(other, "/var/lib/odoo/filestore/client1")
     with pytest.raises(InvalidInput):
-        session.path_exists("relative")
+        filestore.partial_copy_path("/var/lib/odoo/filestore/client1", "$(reboot)")
+
+
+def test_copy_tree_uses_the_temp_dir_it_is_given(session, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    expected = make_tree(src)
+    dst = tmp_path / "dst"
+    tmp = filestore.partial_copy_path(str(dst))
+    with pytest.raises(InvalidInput, match="partial copy name"):
+        filestore.copy_tree(session, str(src), str(dst), temp_dir=str(tmp_path / "elsewhere"))
+    Path(tmp).mkdir()  # a leftover of an earlier attempt under that name: not merged into
+    with pytest.raises(RemotePathExists, match="saas-copy-"):
+        filestore.copy_tree(session, str(src), str(dst), temp_dir=tmp)
+    assert not dst.exists()
+    assert filestore.remove_tree(session, tmp) is True
+    assert filestore.remove_tree(session, tmp) is False
+    assert filestore.copy_tree(session, str(src), str(dst), temp_dir=tmp) is True
+    assert snapshot(dst) == expected
+    assert leftovers(tmp_path) == []
+
+
+# The child process opens its own session and runs one operation; the test kills it
+# with SIGKILL, as a crash of the manager would: no cleanup code of ours runs then.
+_CHILD = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from remote import filestore, ssh
+args = json.loads(sys.argv[2])
+with ssh.SshSession(ssh.SshSettings(**args["settings"])) as session:
+    print("connected", flush=True)
+    if args["argv"]:
+        session.run(args["argv"])
+    else:
+        filestore.copy_tree(session, args["src"], args["dst"], temp_dir=args["tmp"])
+    print("finished", flush=True)
+"""
+
+
+def start_child(settings, **operation):
+    fields = ("host", "port", "username", "private_key", "host_key", "connect_timeout")
+    payload = {
+        "settings": {name: getattr(settings, name) for name in fields},
+        "argv": operation.pop("argv", None),
+        **operation,
+    }
+    root = str(Path(__file__).resolve().parent.parent)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, root, json.dumps(payload)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout.readline() == "connected\n"
+    return child
+
+
+def count_entries(path):
+    return sum(len(dirs) + len(files) for _root, dirs, files in os.walk(path))
+
+
+def test_command_dies_with_a_killed_client(make_settings):
+    child = start_child(make_settings(), argv=["sh", "-c", "sleep 291.75"])
+    try:
+        deadline = time.monotonic() + 20
+        while not subprocess.run(
+            ["pgrep", "-f", "sleep 291.75"], capture_output=True, check=False
+        ).stdout:
+            assert time.monotonic() < deadline, "the remote command never started"
+            time.sleep(0.05)
+    finally:
+        child.kill()
+        child.wait(30)
+    assert wait_until_gone("sleep 291.75"), "the remote command outlived its client"
+
+
+def test_copy_dies_with_a_killed_client_and_leaves_a_known_partial_copy(make_settings, tmp_path):
+    src = tmp_path / "filestore" / "tpl"
+    data = os.urandom(16384)
+    for number in range(300):
+        folder = src / f"{number:03x}"
+        folder.mkdir(parents=True)
+        for name in range(50):
+            (folder / str(name)).write_bytes(data)
+    total = count_entries(src)
+    dst = tmp_path / "filestore" / "client1"
+    tmp = filestore.partial_copy_path(str(dst))  # journaled by a real caller, before the copy
+    token = tmp.rsplit("-", 1)[1]
+    child = start_child(make_settings(), src=str(src), dst=str(dst), tmp=tmp)
+    try:
+        deadline = time.monotonic() + 30
+        while count_entries(tmp) < 200:
+            assert child.poll() is None, "the copy ended before it could be interrupted"
+            assert time.monotonic() < deadline, "the copy never started"
+            time.sleep(0.01)
+    finally:
+        child.kill()  # SIGKILL mid-copy
+        child.wait(30)
+    # Nothing of that copy runs any more on the host: cp and its wrapper are gone...
+    assert wait_until_gone(token), "the remote cp outlived the process that started it"
+    # ... so the partial copy stops growing and is never renamed into place.
+    copied = count_entries(tmp)
+    time.sleep(1.0)
+    assert count_entries(tmp) == copied
+    assert 0 < copied < total
+    assert not dst.exists()
+    assert leftovers(dst.parent) == [Path(tmp).name]
+    # The caller, who knew the name, removes it.
+    with ssh.SshSession(make_settings()) as session:
+        assert filestore.remove_tree(session, tmp) is True
+    assert leftovers(dst.parent) == []

@@ -1,0 +1,221 @@
+"""File operations on a managed host over an :class:`~.ssh.SshSession`: copy and remove trees.
+
+Used to copy a template's filestore to a new instance and to remove an instance's
+filestore when it is terminated::
+
+    with SshSession(settings) as session:
+        partial = partial_copy_path("/var/lib/odoo/filestore/client1")
+        journal(partial)            # the caller records it before it exists
+        copy_tree(session, "/var/lib/odoo/filestore/tpl",
+                  "/var/lib/odoo/filestore/client1", temp_dir=partial)
+
+A copy is made in a hidden sibling of its target, ``.<name>.saas-copy-<token>``
+(:func:`partial_copy_path`, recognised by :func:`is_partial_copy`), renamed to the
+target once complete: the target appears whole or not at all. The caller may choose
+that name and record it before the copy starts, so that whatever a copy interrupted
+by a crash leaves behind is known and can be removed with :func:`remove_tree`. The
+copy itself dies with its SSH channel (see :mod:`.ssh`): it never keeps writing
+after the process that started it is gone.
+
+Removing is idempotent: :func:`remove_tree` of a missing path returns False.
+
+The helper scripts are constants: paths reach them only as positional parameters
+(``$1``, ``$2``...), each quoted by :func:`shlex.quote`, so no path is ever parsed as
+shell code. The host needs GNU coreutils (``cp -a``, ``mv -T``).
+"""
+
+import logging
+import posixpath
+import re
+import secrets
+import time
+
+from .exceptions import InvalidInput, RemotePathExists, SshCommandError, SshError
+
+_logger = logging.getLogger(__name__)
+
+__all__ = [
+    "PARTIAL_COPY_MARK",
+    "check_path",
+    "copy_tree",
+    "is_partial_copy",
+    "partial_copy_path",
+    "remove_tree",
+]
+
+PARTIAL_COPY_MARK = ".saas-copy-"
+_PARTIAL_NAME_CHARS = 100
+_TOKEN_RE = re.compile(r"[0-9a-f]{16}")
+# How much of a failed helper's stderr goes into an exception message.
+_STDERR_EXCERPT = 500
+
+# Exit codes 3-8 are ours; cp/mv/rm failures are mapped onto them.
+_COPY_SCRIPT = (
+    "src=$1; dst=$2; tmp=$3; "
+    'if [ ! -e "$src" ]; then exit 3; fi; '
+    'if [ ! -d "$src" ]; then exit 4; fi; '
+    'if [ -e "$dst" ] || [ -L "$dst" ]; then exit 5; fi; '
+    'if [ -e "$tmp" ] || [ -L "$tmp" ]; then exit 8; fi; '
+    'if ! cp -a -- "$src/." "$tmp"; then rm -rf -- "$tmp"; exit 6; fi; '
+    'if ! mv -T -- "$tmp" "$dst"; then rm -rf -- "$tmp"; '
+    'if [ -e "$dst" ] || [ -L "$dst" ]; then exit 5; fi; exit 7; fi'
+)
+_REMOVE_SCRIPT = 'if [ ! -e "$1" ] && [ ! -L "$1" ]; then exit 3; fi; rm -rf -- "$1" || exit 6'
+_MISSING, _NOT_A_DIRECTORY, _EXISTS, _TEMP_EXISTS = 3, 4, 5, 8
+
+
+def check_path(path, *, for_removal=False):
+    """Validate a remote path and return it normalised (no ``//``, no trailing ``/``).
+
+    Refused (:class:`InvalidInput`): not a string, empty, relative, ``/``, a NUL byte,
+    any ``.`` or ``..`` component; with ``for_removal``, also a top-level directory
+    such as ``/var`` (a filestore always lies deeper).
+    """
+    if not isinstance(path, str) or not path:
+        raise InvalidInput("a remote path is required")
+    if "\0" in path:
+        raise InvalidInput("a remote path cannot contain a NUL byte")
+    if not path.startswith("/"):
+        raise InvalidInput(f"remote path {path!r} is not absolute")
+    parts = [part for part in path.split("/") if part]
+    if any(part in (".", "..") for part in parts):
+        raise InvalidInput(f"remote path {path!r} contains '.' or '..'")
+    if not parts:
+        raise InvalidInput("refusing to work on the remote root directory '/'")
+    if for_removal and len(parts) < 2:
+        raise InvalidInput(f"refusing to remove the top-level directory {path!r}")
+    return "/" + "/".join(parts)
+
+
+def partial_copy_path(dst_dir, token=None):
+    """The hidden sibling a copy to ``dst_dir`` is made in: ``.<name>.saas-copy-<token>``.
+
+    ``token`` is 16 lowercase hex digits, new and random when not given. Pure: nothing
+    is created, so a caller can record the name before :func:`copy_tree` makes it.
+    """
+    parent, name = posixpath.split(check_path(dst_dir))
+    token = secrets.token_hex(8) if token is None else token
+    if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
+        raise InvalidInput("a partial copy token is 16 lowercase hexadecimal digits")
+    return posixpath.join(parent, f".{name[:_PARTIAL_NAME_CHARS]}{PARTIAL_COPY_MARK}{token}")
+
+
+def is_partial_copy(path, dst_dir):
+    """Whether ``path`` is a name :func:`partial_copy_path` gives for ``dst_dir``."""
+    try:
+        path = check_path(path)
+        parent, name = posixpath.split(check_path(dst_dir))
+    except InvalidInput:
+        return False
+    prefix = posixpath.join(parent, f".{name[:_PARTIAL_NAME_CHARS]}{PARTIAL_COPY_MARK}")
+    return path.startswith(prefix) and bool(_TOKEN_RE.fullmatch(path[len(prefix) :]))
+
+
+def _helper(session, name, script, *args, timeout=None):
+    return session.run(["sh", "-c", script, name, *args], timeout=timeout)
+
+
+def copy_tree(session, src_dir, dst_dir, *, temp_dir=None):
+    """Copy the directory ``src_dir`` to ``dst_dir`` (which must not exist) on the host.
+
+    Returns True when copied, False when ``src_dir`` does not exist: Odoo creates
+    a database's filestore on its first attachment, so a template without
+    attachments has none and there is nothing to copy (nothing is created then).
+
+    The copy (``cp -a``: modes, timestamps, symlinks kept) goes to ``temp_dir``, a
+    hidden sibling of ``dst_dir`` from :func:`partial_copy_path` (a new one when not
+    given), renamed to ``dst_dir`` once complete, so ``dst_dir`` appears whole or not
+    at all; on failure the sibling is removed. Nothing that existed before is
+    touched. The parent directory of ``dst_dir`` must exist.
+
+    Raises :class:`RemotePathExists` (``dst_dir`` or ``temp_dir`` exists),
+    :class:`InvalidInput` (bad path, ``dst_dir`` inside ``src_dir``, ``temp_dir`` not
+    a partial copy name of ``dst_dir``), :class:`SshCommandError` (source not a
+    directory, copy failed), :class:`SshTimeout`, :class:`SshError`.
+    """
+    src = check_path(src_dir)
+    dst = check_path(dst_dir)
+    if src == dst or dst.startswith(src + "/") or src.startswith(dst + "/"):
+        raise InvalidInput(f"cannot copy {src} to {dst}: one contains the other")
+    if temp_dir is None:
+        tmp = partial_copy_path(dst)
+    elif is_partial_copy(temp_dir, dst):
+        tmp = check_path(temp_dir)
+    else:
+        raise InvalidInput(
+            f"{temp_dir!r} is not a partial copy name of {dst} (see partial_copy_path)"
+        )
+    who, target = session.who, session.target
+    started = time.monotonic()
+    try:
+        result = _helper(session, "saas-copy-tree", _COPY_SCRIPT, src, dst, tmp)
+    except SshError:
+        # Timed out or connection lost mid-copy: the rename is the last step, so
+        # dst_dir was not made by this call; remove the partial sibling if we can.
+        _remove_leftover(session, tmp)
+        raise
+    status = result.exit_status
+    duration = time.monotonic() - started
+    if status == 0:
+        _logger.info("ssh %s: copied %s to %s in %.2f s", who, src, dst, duration)
+        return True
+    if status == _MISSING:
+        _logger.info("ssh %s: %s does not exist, nothing to copy", who, src)
+        return False
+    if status == _EXISTS:
+        _logger.warning("ssh %s: not copying %s: %s already exists", who, src, dst)
+        raise RemotePathExists(f"{dst} already exists on {target}")
+    if status == _TEMP_EXISTS:
+        _logger.warning("ssh %s: not copying %s: %s already exists", who, src, tmp)
+        raise RemotePathExists(f"{tmp} already exists on {target}")
+    if status == _NOT_A_DIRECTORY:
+        raise _command_error(session, f"cannot copy {src}: not a directory", result)
+    raise _command_error(session, f"copying {src} to {dst} failed", result)
+
+
+def _remove_leftover(session, tmp):
+    error = None
+    # A killed cp may still be exiting while rm runs; a second pass catches that.
+    for _attempt in range(3):
+        try:
+            result = _helper(session, "saas-remove-tree", _REMOVE_SCRIPT, tmp, timeout=60)
+        except SshError as exc:
+            error = exc
+            break
+        if result.exit_status in (0, _MISSING):
+            return
+        error = result.stderr.strip()[-_STDERR_EXCERPT:]
+    _logger.error(
+        "ssh %s: could not remove the partial copy %s (%s); remove it by hand",
+        session.who,
+        tmp,
+        error,
+    )
+
+
+def remove_tree(session, path):
+    """Remove ``path`` (directory tree or file) on the host, like ``rm -rf``.
+
+    Returns True when something was removed, False when ``path`` did not exist (so
+    removing twice is harmless). Refuses (:class:`InvalidInput`) empty, relative,
+    ``/``, top-level and ``..``-containing paths. A symlink is removed, not followed.
+    """
+    path = check_path(path, for_removal=True)
+    started = time.monotonic()
+    result = _helper(session, "saas-remove-tree", _REMOVE_SCRIPT, path)
+    if result.exit_status == _MISSING:
+        _logger.info("ssh %s: %s does not exist, nothing to remove", session.who, path)
+        return False
+    if result.exit_status != 0:
+        raise _command_error(session, f"removing {path} failed", result)
+    _logger.info("ssh %s: removed %s in %.2f s", session.who, path, time.monotonic() - started)
+    return True
+
+
+def _command_error(session, what, result):
+    excerpt = result.stderr.strip()[-_STDERR_EXCERPT:]
+    message = f"{what} on {session.target} (exit status {result.exit_status})"
+    if excerpt:
+        message += f": {excerpt}"
+    _logger.warning("ssh %s: %s", session.who, message)
+    return SshCommandError(message, result.exit_status, excerpt)
