@@ -3,7 +3,8 @@ import logging
 from odoo import _, api, fields, models
 from odoo.exceptions import AccessError, UserError, ValidationError
 
-from ..remote import capacity, exceptions, names, pg_clone, provision, ssh
+from ..remote import capacity, exceptions, names, postgres, provision, ssh
+from ..remote import filestore as remote_filestore
 
 _logger = logging.getLogger(__name__)
 
@@ -406,10 +407,10 @@ class SaasInstance(models.Model):
         if self.state not in ("running", "suspended"):
             return
         try:
-            pg_clone.drop_database(server._pg_params(), self.database_name)
+            postgres.drop_database(server._pg_params(), self.database_name)
             path = server._filestore_path(self.database_name)
             with ssh.SshSession(server._ssh_settings()) as session:
-                session.remove_tree(path)
+                remote_filestore.remove_tree(session, path)
         except exceptions.RemoteError as exc:
             raise UserError(
                 _(
