@@ -308,6 +308,8 @@ class PgCluster(_Connections, Service):
 
     def _pg_ctl_start(self):
         # A port found free may be taken before the server binds it: retry then.
+        if self.wanted_port and util.port_open(self.wanted_port):
+            raise ServiceError(f"port {self.wanted_port} is in use")
         for _attempt in range(1 if self.wanted_port else 3):
             self.port = self.wanted_port or util.free_port()
             self._write_settings()

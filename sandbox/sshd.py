@@ -10,7 +10,6 @@ dedicated system user for password and unprivileged logins, removed afterwards.
 
 import os
 import pwd
-import secrets
 import shutil
 import socket
 import subprocess
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 
 from .service import ProcessService, ServiceError
-from .util import LOOPBACK, free_port
+from .util import LOOPBACK, free_port, port_open, random_password
 
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
@@ -27,6 +26,7 @@ HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
 # Marks the system user as ours, so a leftover from a crashed run is reused, and a
 # real account of the same name is never touched.
 TEST_USER_MARK = "saas_manager standalone ssh tests"
+TEST_USER_PREFIX = "saas-ssh-test-"
 _START_ATTEMPTS = 3
 _LISTEN_WAIT_SECONDS = 20.0
 
@@ -186,6 +186,8 @@ class Sshd(ProcessService):
         self.authorized_keys.chmod(0o644)
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        if self.wanted_port and port_open(self.wanted_port):
+            raise ServiceError(f"port {self.wanted_port} is in use")
         last_error = ""
         for _attempt in range(1 if self.wanted_port else _START_ATTEMPTS):
             self.port = self.wanted_port or free_port()
@@ -227,15 +229,19 @@ class Sshd(ProcessService):
 
 
 class TestUser:
-    """A dedicated unprivileged system user with a known password (root only)."""
+    """A dedicated unprivileged system user with a known password (root only).
+
+    Named after this process (``saas-ssh-test-<pid>``), so that test sessions running
+    at the same time on one machine do not share it; leftovers of sessions whose
+    process is gone are removed.
+    """
 
     __test__ = False  # not a pytest test class
 
-    name = "saas-ssh-test"
-
     def __init__(self, home):
+        self.name = f"{TEST_USER_PREFIX}{os.getpid()}"
         self.home = Path(home)
-        self.password = secrets.token_urlsafe(18)
+        self.password = random_password()
         self.created = False
         self.uid = self.gid = None
 
@@ -247,6 +253,7 @@ class TestUser:
         for tool in ("useradd", "userdel", "chpasswd"):
             if not shutil.which(tool):
                 return f"{tool} is not available"
+        self._remove_leftovers()
         try:
             existing = pwd.getpwnam(self.name)
         except KeyError:
@@ -284,6 +291,24 @@ class TestUser:
         self.home.mkdir(parents=True, exist_ok=True)
         os.chown(self.home, self.uid, self.gid)
         return None
+
+    @staticmethod
+    def _remove_leftovers():
+        for entry in pwd.getpwall():
+            pid = entry.pw_name.removeprefix(TEST_USER_PREFIX)
+            if entry.pw_gecos != TEST_USER_MARK or not pid.isdigit() or pid == str(os.getpid()):
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:  # its session is gone (PermissionError: alive)
+                subprocess.run(
+                    ["userdel", "--force", entry.pw_name],
+                    capture_output=True,
+                    timeout=60,
+                    check=False,
+                )
+            except PermissionError:
+                continue
 
     def make_dir(self, parent, name):
         """A directory owned by this user, inside a directory it can traverse."""

@@ -110,8 +110,9 @@ def interruptible():
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def stop_on_exit(stack, service, label):
-    """Stop ``service`` when ``stack`` closes, saying so when this run started it."""
+def start_or_die(stack, service, label, option):
+    """Start ``service``, stopped when ``stack`` closes (saying so when this run started
+    it); on failure end the command with the reason and the option that changes it."""
 
     def stop():
         if service.started:
@@ -119,6 +120,12 @@ def stop_on_exit(stack, service, label):
         service.stop()
 
     stack.callback(stop)
+    try:
+        service.start()
+    except ServiceError as exc:
+        die(
+            f"{label} did not start: {exc}" + (f" (choose another with {option})" if option else "")
+        )
     return service
 
 
@@ -410,11 +417,7 @@ def start_demo_pg(args, run_dir, stack):
     else:
         pg = PgCluster(run_dir / "pg", port=args.pg_port, owner=db_user, owner_password=db_password)
         data_dir = run_dir / "data"
-    stop_on_exit(stack, pg, "PostgreSQL")
-    try:
-        pg.start()
-    except ServiceError as exc:
-        die(f"PostgreSQL did not start: {exc}" + ("" if args.system_pg else " (--pg-port N)"))
+    start_or_die(stack, pg, "PostgreSQL", None if args.system_pg else "--pg-port N")
     where = "the machine's" if args.system_pg else f"its own in {pg.workdir}"
     util.log(f"PostgreSQL: {where}, port {pg.port}, role {db_user}")
     return pg, data_dir
@@ -443,11 +446,7 @@ def cmd_run(args):
             util.log(f"sshd of {sshd.workdir} already running on port {sshd.port}: reusing it")
         else:
             util.log(f"starting sshd on 127.0.0.1:{args.ssh_port} ({sshd.workdir})")
-            stop_on_exit(stack, sshd, "sshd")
-            try:
-                sshd.start()
-            except ServiceError as exc:
-                die(f"sshd did not start: {exc} (--ssh-port N)")
+            start_or_die(stack, sshd, "sshd", "--ssh-port N")
 
         if util.port_open(args.port):
             die(f"port {args.port} is in use: choose another with --port N")
@@ -474,11 +473,7 @@ def cmd_run(args):
         prepare_demo_database(args, server, pg, sshd, run_dir, data_dir)
 
         util.log(f"starting Odoo on {server.url} (Ctrl-C stops it)")
-        stop_on_exit(stack, server, "Odoo")
-        try:
-            server.start()
-        except ServiceError as exc:
-            die(f"Odoo did not serve database {args.db} on port {args.port}: {exc}")
+        start_or_die(stack, server, "Odoo", None)
         sys.stderr.write(
             f"\n  SaaS Manager demo is running (Ctrl-C stops it)\n"
             f"    Open:             {server.url}/web/login?db={args.db}\n"
