@@ -2,13 +2,13 @@
     "name": "SaaS Manager",
     "summary": "Register the Odoo servers that host client databases, watch their health "
     "and capacity, keep template databases and provision instances by cloning them.",
-    "version": "18.0.1.0.0",
+    "version": "18.0.1.1.0",
     "category": "Administration",
     "website": "https://github.com/saas-manager/saas_manager",
     "author": "saas_manager developers",
     "license": "LGPL-3",
     "depends": ["base", "mail"],
-    "external_dependencies": {"python": ["requests", "psycopg2", "paramiko"]},
+    "external_dependencies": {"python": ["requests", "psycopg2", "paramiko", "cryptography"]},
     "data": [
         "security/saas_manager_security.xml",
         "security/ir.model.access.csv",

@@ -1,3 +1,4 @@
+from . import saas_secret_mixin
 from . import saas_server
 from . import saas_server_health_check
 from . import saas_plan

@@ -14,6 +14,17 @@ _logger = logging.getLogger(__name__)
 PROVISIONED_STATES = ("provisioning", "running", "suspended")
 # What a provisioned instance is made of: fixed once it exists on its server.
 LOCATION_FIELDS = ("database_name", "server_id", "template_id", "subdomain")
+# Set by the instance's buttons and its provisioning; by hand, only by admins. The
+# provisioned_* fields are what terminate drops: a manager who could write them
+# could have another customer's database dropped.
+STATUS_FIELDS = (
+    "state",
+    "error",
+    "provisioned_date",
+    "provisioned_database",
+    "provisioned_filestore",
+)
+ADMIN_GROUP = "saas_manager.group_saas_admin"
 
 
 class SaasInstance(models.Model):
@@ -60,6 +71,18 @@ class SaasInstance(models.Model):
     )
     url = fields.Char(string="URL", compute="_compute_url")
     provisioned_date = fields.Datetime(copy=False, readonly=True)
+    provisioned_database = fields.Char(
+        copy=False,
+        readonly=True,
+        help="The database this instance's provisioning created on its server: the only "
+        "database Terminate drops.",
+    )
+    provisioned_filestore = fields.Char(
+        copy=False,
+        readonly=True,
+        help="The filestore directory this instance's provisioning created on its server: "
+        "the only directory Terminate removes.",
+    )
     error = fields.Text(copy=False, readonly=True)
 
     _sql_constraints = [
@@ -103,7 +126,11 @@ class SaasInstance(models.Model):
     def _check_database_name(self):
         for instance in self:
             try:
-                names.validate_database_name(instance.database_name or "")
+                # The manager's own database may sit on a managed server's PostgreSQL
+                # (a manager that manages itself, as in the tests and the demo).
+                names.validate_database_name(
+                    instance.database_name or "", reserved=(self.env.cr.dbname,)
+                )
             except exceptions.InvalidDatabaseName as exc:
                 raise ValidationError(str(exc)) from None
             if instance.database_name in instance.server_id.template_ids.mapped("database_name"):
@@ -127,14 +154,20 @@ class SaasInstance(models.Model):
                 ) from None
 
     def write(self, vals):
-        if "state" in vals and not (
-            self.env.context.get("saas_instance_action")
-            or self.env.su
-            or self.env.user.has_group("saas_manager.group_saas_admin")
-        ):
-            # Managers move instances through the actions, which check what each
-            # state needs; only administrators may set a state by hand.
-            raise AccessError(_("The state of an instance changes through its buttons."))
+        if not (self.env.su or self.env.user.has_group(ADMIN_GROUP)):
+            changed = [fname for fname in STATUS_FIELDS if fname in vals]
+            if changed:
+                # Managers move instances through the actions, which check what
+                # each state needs and write with sudo; only administrators may
+                # set these by hand. No context key grants this: the context is
+                # the caller's to send over RPC.
+                raise AccessError(
+                    _(
+                        "%(fields)s of an instance change through its buttons; only a SaaS "
+                        "administrator may set them by hand.",
+                        fields=", ".join(self._fields[fname].string for fname in changed),
+                    )
+                )
         located = self.filtered(lambda inst: inst.state not in ("draft", "failed"))
         changed = [fname for fname in LOCATION_FIELDS if fname in vals]
         if located and changed:
@@ -148,8 +181,8 @@ class SaasInstance(models.Model):
         return super().write(vals)
 
     def _write_state(self, vals):
-        """Write a state change decided by one of the actions."""
-        return self.with_context(saas_instance_action=True).write(vals)
+        """Write a state change decided by one of the actions (which checked it)."""
+        return self.sudo().write(vals)
 
     # ------------------------------------------------------------------
     # Provisioning
@@ -272,6 +305,7 @@ class SaasInstance(models.Model):
         # One at a time: a check failing on a second instance would roll back the
         # record of a first one already cloned, and orphan its database.
         self.ensure_one()
+        self.check_access("write")
         self._check_can_provision()
         if self._provision():
             return True
@@ -299,14 +333,45 @@ class SaasInstance(models.Model):
         )
         return self.action_provision()
 
-    def _provision(self):
-        """Do the remote work of a checked instance; return True on success."""
+    def _remote_settings(self):
+        """Everything the remote work needs, checked before any remote call.
+
+        Raises a UserError for what is missing or wrong (SSH user, host key,
+        credentials, secret key, a reserved target name), so that nothing is made
+        on the server for an instance that cannot be completed.
+        """
         self.ensure_one()
         server = self.server_id
         template = self.template_id
+        try:
+            names.validate_database_name(
+                self.database_name,
+                reserved=(self.env.cr.dbname, template.database_name),
+            )
+        except exceptions.InvalidDatabaseName as exc:
+            raise UserError(str(exc)) from None
+        return {
+            "pg_params": server._pg_params(),
+            "ssh_settings": server._ssh_settings(),
+            "source_dir": server._filestore_path(template.database_name),
+            "target_dir": server._filestore_path(self.database_name),
+        }
+
+    def _provision(self):
+        """Do the remote work of a checked instance; return True on success.
+
+        In this order: every setting checked; the local writes that can fail made
+        and flushed; then the clone and the filestore copy; then the record of what
+        was made. Should that last local step fail (a constraint, the chatter), the
+        database and filestore just made are removed before the error goes on, so
+        a rolled-back transaction never leaves them on the server unknown to us.
+        """
+        self.ensure_one()
+        server = self.server_id
+        template = self.template_id
+        settings = self._remote_settings()
         self._write_state({"state": "provisioning", "error": False})
-        source = server._filestore_path(template.database_name)
-        target = server._filestore_path(self.database_name)
+        self.flush_recordset()
         _logger.info(
             "Provisioning instance %s on %s from template %s",
             self.database_name,
@@ -314,34 +379,68 @@ class SaasInstance(models.Model):
             template.database_name,
         )
         try:
-            ssh_settings = server._ssh_settings()
-            pg_params = server._pg_params()
+            if postgres.database_exists(settings["pg_params"], self.database_name):
+                raise exceptions.DatabaseExists(
+                    f"database {self.database_name} already exists on {server.name}: "
+                    "it is not this instance's, so nothing was made"
+                )
             result = provision.provision(
-                pg_params,
-                ssh_settings,
+                settings["pg_params"],
+                settings["ssh_settings"],
                 template.database_name,
                 self.database_name,
-                source_dir=source,
-                target_dir=target,
+                source_dir=settings["source_dir"],
+                target_dir=settings["target_dir"],
                 base_url=self._base_url(),
             )
-        except (exceptions.RemoteError, UserError) as exc:
-            reason = str(exc.args[0]) if isinstance(exc, UserError) else str(exc)
+        except exceptions.RemoteError as exc:
+            reason = str(exc)
             self._write_state({"state": "failed", "error": reason})
             self.message_post(body=_("Provisioning failed: %(reason)s", reason=reason))
             _logger.warning(
                 "Provisioning instance %s on %s failed: %s", self.database_name, server.code, reason
             )
             return False
-        self._write_state({"state": "running", "provisioned_date": fields.Datetime.now()})
-        self.message_post(
-            body=_(
-                "Provisioned on %(server)s from %(template)s in %(seconds).2f s.",
-                server=server.name,
-                template=template.name,
-                seconds=result.duration_s,
+        try:
+            with self.env.cr.savepoint():
+                self._write_state(
+                    {
+                        "state": "running",
+                        "provisioned_date": fields.Datetime.now(),
+                        "provisioned_database": self.database_name,
+                        "provisioned_filestore": settings["target_dir"]
+                        if result.filestore_copied
+                        else False,
+                    }
+                )
+                self.message_post(
+                    body=_(
+                        "Provisioned on %(server)s from %(template)s in %(seconds).2f s.",
+                        server=server.name,
+                        template=template.name,
+                        seconds=result.duration_s,
+                    )
+                )
+                self.flush_recordset()
+        except Exception:
+            _logger.warning(
+                "Recording the provision of %s failed: removing what it made on %s",
+                self.database_name,
+                server.code,
             )
-        )
+            try:
+                self._remove_remote(
+                    settings,
+                    self.database_name,
+                    result.filestore_copied and settings["target_dir"],
+                )
+            except exceptions.RemoteError:
+                _logger.exception(
+                    "Could not remove what the provision of %s made on %s",
+                    self.database_name,
+                    server.code,
+                )
+            raise
         _logger.info(
             "Instance %s provisioned on %s in %.2f s (strategy %s)",
             self.database_name,
@@ -351,11 +450,24 @@ class SaasInstance(models.Model):
         )
         return True
 
+    @api.model
+    def _remove_remote(self, settings, database, filestore):
+        """Drop ``database`` and remove ``filestore`` (each when set) on the server.
+
+        Only ever called with what this instance's own provisioning made.
+        """
+        if database:
+            postgres.drop_database(settings["pg_params"], database)
+        if filestore:
+            with ssh.SshSession(settings["ssh_settings"]) as session:
+                remote_filestore.remove_tree(session, filestore)
+
     # ------------------------------------------------------------------
     # Life cycle
     # ------------------------------------------------------------------
 
     def action_suspend(self):
+        self.check_access("write")
         self._require_state(
             ("running",),
             lambda name, state: self.env._(
@@ -368,6 +480,7 @@ class SaasInstance(models.Model):
         return True
 
     def action_resume(self):
+        self.check_access("write")
         self._require_state(
             ("suspended",),
             lambda name, state: self.env._(
@@ -382,12 +495,13 @@ class SaasInstance(models.Model):
     def action_terminate(self):
         """Drop the instance's database and filestore, then free its slot.
 
-        Safe to repeat: what is already gone is skipped. Only a running or
-        suspended instance has a database and filestore of its own: a draft has
-        none yet, and a failed provision leaves none (its name may even be another
-        database's, the reason it failed), so nothing is dropped for those.
+        Only what this instance's provisioning is recorded to have made is dropped
+        (``provisioned_database``, ``provisioned_filestore``): a draft has none, a
+        failed provision left none, and the instance's ``database_name`` alone never
+        decides what is dropped. Safe to repeat: what is already gone is skipped.
         """
         self.ensure_one()
+        self.check_access("write")
         self._require_state(
             ("draft", "running", "suspended", "failed"),
             lambda name, state: self.env._(
@@ -396,21 +510,24 @@ class SaasInstance(models.Model):
                 state=state,
             ),
         )
-        for instance in self:
-            instance._drop_remote()
-        self._write_state({"state": "terminated"})
+        self._drop_remote()
+        self._write_state(
+            {"state": "terminated", "provisioned_database": False, "provisioned_filestore": False}
+        )
         return True
 
     def _drop_remote(self):
         self.ensure_one()
-        server = self.server_id
-        if self.state not in ("running", "suspended"):
+        database = self.provisioned_database
+        filestore = self.provisioned_filestore
+        if not (database or filestore):
             return
+        server = self.server_id
         try:
-            postgres.drop_database(server._pg_params(), self.database_name)
-            path = server._filestore_path(self.database_name)
-            with ssh.SshSession(server._ssh_settings()) as session:
-                remote_filestore.remove_tree(session, path)
+            settings = {"pg_params": server._pg_params()}
+            if filestore:
+                settings["ssh_settings"] = server._ssh_settings()
+            self._remove_remote(settings, database, filestore)
         except exceptions.RemoteError as exc:
             raise UserError(
                 _(
@@ -419,4 +536,4 @@ class SaasInstance(models.Model):
                     reason=exc,
                 )
             ) from None
-        _logger.info("Instance %s on %s terminated", self.database_name, server.code)
+        _logger.info("Instance %s on %s terminated", database, server.code)

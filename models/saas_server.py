@@ -6,12 +6,20 @@ from urllib.parse import urlsplit
 from odoo import _, api, fields, models
 from odoo.exceptions import AccessError, UserError, ValidationError
 
-from ..remote import capacity, exceptions, health, odoo_rpc, pg_clone, ssh
+from ..remote import capacity, exceptions, health, odoo_rpc, postgres, ssh, ssh_keys
 from .saas_server_health_check import HEALTH_STATUSES
 
 _logger = logging.getLogger(__name__)
 
 ADMIN_GROUP = "saas_manager.group_saas_admin"
+# A secret: computed from its ciphertext, for SaaS administrators only.
+SECRET = {
+    "compute": "_compute_secrets",
+    "inverse": "_inverse_secrets",
+    "search": "_search_secret",
+    "groups": ADMIN_GROUP,
+    "copy": False,
+}
 CODE_PATTERN = re.compile(r"[a-z0-9_-]+")
 # Instances in these states no longer hold a slot on their server.
 SLOT_FREE_STATES = ("failed", "terminated")
@@ -31,13 +39,25 @@ CONNECTION_FIELDS = (
     "db_user",
     "data_dir",
 )
+# What the checks and the buttons record. Set by those code paths (with sudo) and
+# by SaaS administrators; a manager writing them by hand could make an unreachable
+# server look active and healthy, and have instances sent to it.
+STATUS_FIELDS = (
+    "state",
+    "health_status",
+    "last_check_date",
+    "server_version",
+    "response_time_ms",
+    "last_check_error",
+)
 
 
 class SaasServer(models.Model):
     _name = "saas.server"
     _description = "SaaS Server"
-    _inherit = ["mail.thread", "mail.activity.mixin"]
+    _inherit = ["mail.thread", "mail.activity.mixin", "saas.secret.mixin"]
     _order = "name, id"
+    _secret_fields = ("ssh_password", "ssh_private_key", "db_password", "master_password")
 
     # Bounds of one health check (seconds): connecting, and the whole call.
     _health_connect_timeout = 5.0
@@ -72,8 +92,10 @@ class SaasServer(models.Model):
     port = fields.Integer(default=8069)
     ssh_port = fields.Integer(string="SSH Port", default=22)
     ssh_user = fields.Char(string="SSH User")
-    ssh_password = fields.Char(string="SSH Password", groups=ADMIN_GROUP, copy=False)
-    ssh_private_key = fields.Text(string="SSH Private Key", groups=ADMIN_GROUP, copy=False)
+    ssh_password = fields.Char(string="SSH Password", **SECRET)
+    ssh_private_key = fields.Text(string="SSH Private Key", **SECRET)
+    ssh_password_encrypted = fields.Char(groups=ADMIN_GROUP, copy=False)
+    ssh_private_key_encrypted = fields.Char(groups=ADMIN_GROUP, copy=False)
     ssh_host_key = fields.Char(
         string="SSH Host Key",
         help="The server's public host key as ssh-keyscan prints it "
@@ -83,13 +105,14 @@ class SaasServer(models.Model):
     db_host = fields.Char(string="Database Host", default="localhost")
     db_port = fields.Integer(string="Database Port", default=5432)
     db_user = fields.Char(string="Database User", default="odoo")
-    db_password = fields.Char(string="Database Password", groups=ADMIN_GROUP, copy=False)
+    db_password = fields.Char(string="Database Password", **SECRET)
     master_password = fields.Char(
-        groups=ADMIN_GROUP,
-        copy=False,
         help="The server's Odoo master password (admin_passwd), used to create template "
         "databases through its database service.",
+        **SECRET,
     )
+    db_password_encrypted = fields.Char(groups=ADMIN_GROUP, copy=False)
+    master_password_encrypted = fields.Char(groups=ADMIN_GROUP, copy=False)
     data_dir = fields.Char(
         string="Data Directory",
         default="/var/lib/odoo",
@@ -154,6 +177,15 @@ class SaasServer(models.Model):
         ("code_unique", "UNIQUE(code)", "Another server already uses this code."),
         ("server_url_unique", "UNIQUE(server_url)", "Another server already uses this URL."),
     ]
+
+    @api.depends(
+        "ssh_password_encrypted",
+        "ssh_private_key_encrypted",
+        "db_password_encrypted",
+        "master_password_encrypted",
+    )
+    def _compute_secrets(self):
+        return super()._compute_secrets()
 
     @api.depends("max_instances", "instance_ids.state")
     def _compute_capacity(self):
@@ -235,6 +267,16 @@ class SaasServer(models.Model):
                         )
                     )
 
+    @api.constrains("ssh_host_key")
+    def _check_ssh_host_key(self):
+        for server in self.filtered("ssh_host_key"):
+            try:
+                ssh_keys.parse_host_keys(server.ssh_host_key, f"server {server.name}")
+            except exceptions.SshHostKeyError as exc:
+                raise ValidationError(
+                    _("SSH host key of server %(name)s: %(reason)s", name=server.name, reason=exc)
+                ) from None
+
     @api.model
     def _normalize_vals(self, vals):
         if vals.get("server_url"):
@@ -254,15 +296,25 @@ class SaasServer(models.Model):
         return servers
 
     def write(self, vals):
-        changed = [fname for fname in CONNECTION_FIELDS if fname in vals]
-        if changed and not (self.env.su or self.env.user.has_group(ADMIN_GROUP)):
-            raise AccessError(
-                _(
-                    "Only a SaaS administrator may change where a server is reached "
-                    "(%(fields)s).",
-                    fields=", ".join(self._fields[fname].string for fname in changed),
+        if not (self.env.su or self.env.user.has_group(ADMIN_GROUP)):
+            changed = [fname for fname in CONNECTION_FIELDS if fname in vals]
+            if changed:
+                raise AccessError(
+                    _(
+                        "Only a SaaS administrator may change where a server is reached "
+                        "(%(fields)s).",
+                        fields=", ".join(self._fields[fname].string for fname in changed),
+                    )
                 )
-            )
+            changed = [fname for fname in STATUS_FIELDS if fname in vals]
+            if changed:
+                raise AccessError(
+                    _(
+                        "%(fields)s of a server change through its buttons and health "
+                        "checks; only a SaaS administrator may set them by hand.",
+                        fields=", ".join(self._fields[fname].string for fname in changed),
+                    )
+                )
         vals = self._normalize_vals(dict(vals))
         old_states = {server.id: server.state for server in self} if "state" in vals else {}
         res = super().write(vals)
@@ -354,7 +406,7 @@ class SaasServer(models.Model):
             vals["state"] = "offline"
         elif self.state == "offline" and result.online:
             vals["state"] = "active"
-        self.write(vals)
+        self.sudo().write(vals)
         # The history is written by the system, not by the user who pressed the button.
         self.env["saas.server.health.check"].sudo().create(
             {
@@ -399,6 +451,7 @@ class SaasServer(models.Model):
         return failed
 
     def action_check_health(self):
+        self.check_access("write")
         self._check_health()
         return True
 
@@ -446,7 +499,7 @@ class SaasServer(models.Model):
 
     def _master_password(self):
         self.ensure_one()
-        password = self.sudo().master_password
+        password = self._read_secret("master_password")
         if not password:
             raise UserError(
                 _(
@@ -459,11 +512,11 @@ class SaasServer(models.Model):
     def _pg_params(self):
         """Connection settings of this server's PostgreSQL."""
         self.ensure_one()
-        return pg_clone.ConnectionParams(
+        return postgres.ConnectionParams(
             host=self.db_host or "localhost",
             port=self.db_port,
             user=self.db_user or "odoo",
-            password=self.sudo().db_password or None,
+            password=self._read_secret("db_password") or None,
         )
 
     def _ssh_host(self):
@@ -473,15 +526,34 @@ class SaasServer(models.Model):
     def _ssh_settings(self):
         """SSH settings of this host; the pinned host key is required."""
         self.ensure_one()
-        server_sudo = self.sudo()
         if not self.ssh_user:
             raise UserError(_("Server %(name)s has no SSH user.", name=self.name))
+        if not (self.ssh_host_key or "").strip():
+            raise UserError(
+                _(
+                    "Server %(name)s has no SSH host key: an administrator must pin it "
+                    "(ssh-keyscan -t ed25519 -p %(port)s %(host)s).",
+                    name=self.name,
+                    port=self.ssh_port,
+                    host=self._ssh_host(),
+                )
+            )
+        self._check_ssh_host_key()
+        password = self._read_secret("ssh_password")
+        private_key = self._read_secret("ssh_private_key")
+        if not (password or private_key):
+            raise UserError(
+                _(
+                    "Server %(name)s has neither an SSH password nor an SSH private key.",
+                    name=self.name,
+                )
+            )
         return ssh.SshSettings(
             host=self._ssh_host(),
             port=self.ssh_port,
             username=self.ssh_user,
-            password=server_sudo.ssh_password or None,
-            private_key=server_sudo.ssh_private_key or None,
+            password=password or None,
+            private_key=private_key or None,
             host_key=self.ssh_host_key or "",
         )
 
@@ -495,6 +567,7 @@ class SaasServer(models.Model):
     # ------------------------------------------------------------------
 
     def action_activate(self):
+        self.check_access("write")
         results = self._probe_all()
         unreachable = [
             (server, results[server.id]) for server in self if not results[server.id].online
@@ -513,7 +586,7 @@ class SaasServer(models.Model):
         now = fields.Datetime.now()
         for server in self:
             result = results[server.id]
-            server.write(
+            server.sudo().write(
                 {
                     "state": "active",
                     "health_status": "healthy",
@@ -526,6 +599,7 @@ class SaasServer(models.Model):
         return True
 
     def action_deactivate(self):
+        self.check_access("write")
         hosting = self.filtered(lambda server: server.instance_count)
         if hosting:
             raise UserError(
@@ -534,11 +608,12 @@ class SaasServer(models.Model):
                     names=", ".join(hosting.mapped("name")),
                 )
             )
-        self.write({"state": "disabled"})
+        self.sudo().write({"state": "disabled"})
         return True
 
     def action_maintenance(self):
-        self.write({"state": "maintenance"})
+        self.check_access("write")
+        self.sudo().write({"state": "maintenance"})
         return True
 
     def action_test_connection(self):

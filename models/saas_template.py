@@ -4,9 +4,9 @@ import secrets
 import time
 
 from odoo import _, api, fields, models
-from odoo.exceptions import UserError, ValidationError
+from odoo.exceptions import AccessError, UserError, ValidationError
 
-from ..remote import exceptions, names, pg_clone
+from ..remote import exceptions, names, postgres
 
 _logger = logging.getLogger(__name__)
 
@@ -16,6 +16,13 @@ INSTALL_TIMEOUT = 1800.0
 # Dropping a half-made database through Odoo: attempts, and the pause between them.
 DROP_ATTEMPTS = 3
 DROP_RETRY_SECONDS = 2.0
+ADMIN_GROUP = "saas_manager.group_saas_admin"
+# Set by the template's buttons and its creation job; by hand, only by admins.
+STATUS_FIELDS = ("state", "error")
+# What a template is made of: fixed, for non-admins, once its database exists
+# (or is being made). Repointing a ready template at another database would let
+# instances be cloned from a database that is not a template.
+LOCATION_FIELDS = ("database_name", "server_id")
 
 
 class TemplateError(Exception):
@@ -73,6 +80,30 @@ class SaasTemplate(models.Model):
         ),
     ]
 
+    def write(self, vals):
+        if not (self.env.su or self.env.user.has_group(ADMIN_GROUP)):
+            changed = [fname for fname in STATUS_FIELDS if fname in vals]
+            if changed:
+                raise AccessError(
+                    _(
+                        "%(fields)s of a template change through its buttons; only a SaaS "
+                        "administrator may set them by hand.",
+                        fields=", ".join(self._fields[fname].string for fname in changed),
+                    )
+                )
+            made = self.filtered(lambda template: template.state not in ("draft", "failed"))
+            changed = [fname for fname in LOCATION_FIELDS if fname in vals]
+            if made and changed:
+                raise AccessError(
+                    _(
+                        "%(fields)s of template %(name)s cannot change once its database "
+                        "exists; only a SaaS administrator may change them.",
+                        fields=", ".join(self._fields[fname].string for fname in changed),
+                        name=made[0].name,
+                    )
+                )
+        return super().write(vals)
+
     @api.model
     def _selection_lang(self):
         return self.env["res.lang"].get_installed()
@@ -116,6 +147,7 @@ class SaasTemplate(models.Model):
         Creating a database and installing modules takes minutes, longer than an
         HTTP worker may run, so the button only checks and queues.
         """
+        self.check_access("write")
         for template in self:
             if template.state not in ("draft", "failed"):
                 raise UserError(
@@ -128,7 +160,7 @@ class SaasTemplate(models.Model):
                 )
             template._check_server_active()
             template.server_id._master_password()
-        self.write({"state": "creating", "error": False})
+        self.sudo().write({"state": "creating", "error": False})
         self.env.ref("saas_manager.ir_cron_saas_template_create")._trigger()
         return {
             "type": "ir.actions.client",
@@ -178,17 +210,19 @@ class SaasTemplate(models.Model):
         try:
             self._check_server_active()
             master = server._master_password()
+            pg_params = server._pg_params()
             modules = self._module_list()
         except (UserError, ValidationError) as exc:
             return self._mark_failed(str(exc.args[0]))
 
         _logger.info("Creating template database %s on %s", db, server.code)
         client = server._rpc_client(timeout=INSTALL_TIMEOUT)
-        # Set before the call: a create that fails half-way may leave a database,
-        # and none existed before (checked below), so whatever is there is ours.
+        # Whether this call may have made the database. Whatever the managed Odoo
+        # answers, a database is ours only when the server's PostgreSQL said it did
+        # not exist just before our create: never a database that was there already.
         attempted = False
         try:
-            if client.database_exists(db):
+            if postgres.database_exists(pg_params, db):
                 return self._mark_failed(
                     _(
                         "Database %(db)s already exists on %(server)s: choose another name "
@@ -206,11 +240,11 @@ class SaasTemplate(models.Model):
         except (exceptions.RemoteError, TemplateError) as exc:
             reason = str(exc)
             if attempted:
-                reason = self._drop_after_failure(client, master, reason)
+                reason = self._drop_after_failure(client, master, pg_params, reason)
             return self._mark_failed(reason)
         finally:
             client.close()
-        self.write({"state": "ready", "error": False})
+        self.sudo().write({"state": "ready", "error": False})
         self.message_post(body=_("Template database %(db)s is ready.", db=db))
         _logger.info("Template database %s on %s is ready", db, server.code)
         return True
@@ -259,8 +293,12 @@ class SaasTemplate(models.Model):
                 )
             )
 
-    def _drop_after_failure(self, client, master, reason):
-        """Drop the half-made database; return the reason to record.
+    def _drop_after_failure(self, client, master, pg_params, reason):
+        """Drop the database this creation made; return the reason to record.
+
+        Called only when PostgreSQL said the database did not exist before this
+        creation, so what is there now is ours. Whether it is there is asked of
+        PostgreSQL too, never of the managed Odoo's answers.
 
         Through the server's database service first, which removes the filestore
         too. Odoo refuses to drop a database another session reaches at that
@@ -272,9 +310,9 @@ class SaasTemplate(models.Model):
         error = None
         for attempt in range(DROP_ATTEMPTS):
             try:
-                if not client.database_exists(db):
+                if not postgres.database_exists(pg_params, db):
                     return reason
-                if client.drop_database(master, db):
+                if client.drop_database(master, db) and not postgres.database_exists(pg_params, db):
                     _logger.info("Dropped half-created template database %s", db)
                     return reason
                 # Odoo drops only the databases it lists: a server started with
@@ -291,7 +329,7 @@ class SaasTemplate(models.Model):
                 )
                 time.sleep(DROP_RETRY_SECONDS)
         try:
-            pg_clone.drop_database(self.server_id._pg_params(), db)
+            postgres.drop_database(pg_params, db)
             _logger.warning(
                 "Dropped half-created template database %s with PostgreSQL (%s); its "
                 "filestore may remain on %s",
@@ -312,7 +350,7 @@ class SaasTemplate(models.Model):
             )
 
     def _mark_failed(self, reason):
-        self.write({"state": "failed", "error": reason})
+        self.sudo().write({"state": "failed", "error": reason})
         self.message_post(body=_("Template database creation failed: %(reason)s", reason=reason))
         _logger.warning(
             "Template database %s on %s failed: %s",
@@ -323,7 +361,8 @@ class SaasTemplate(models.Model):
         return False
 
     def action_reset_to_draft(self):
-        self.filtered(lambda template: template.state == "failed").write(
+        self.check_access("write")
+        self.filtered(lambda template: template.state == "failed").sudo().write(
             {"state": "draft", "error": False}
         )
         return True

@@ -6,3 +6,5 @@ from . import test_provisioning
 from . import test_ui
 from . import test_i18n
 from . import test_saas_instance
+from . import test_security_findings
+from . import test_secrets_at_rest

@@ -1,6 +1,14 @@
+import os
+import shutil
 import socket
+import uuid
 
-from odoo.tests import TransactionCase
+import psycopg2
+
+from odoo.tests import HttpCase, TransactionCase
+from odoo.tools import config
+
+from ..remote import postgres
 
 
 def closed_port_urls(count=1):
@@ -63,3 +71,127 @@ class SaasCase(TransactionCase):
                 for n in range(first, first + count)
             ]
         )
+
+
+# Set by scripts/odoo_suite. The master password comes from there too, in clear:
+# Odoo replaces config["admin_passwd"] by its hash after the first check.
+SSH_ENV = (
+    "SAAS_TEST_MASTER_PASSWORD",
+    "SAAS_TEST_SSH_PORT",
+    "SAAS_TEST_SSH_USER",
+    "SAAS_TEST_SSH_KEY_FILE",
+    "SAAS_TEST_SSH_HOST_KEY_FILE",
+)
+LOGGERS = (
+    "odoo.addons.saas_manager.models.saas_template",
+    "odoo.addons.saas_manager.models.saas_instance",
+    "odoo.addons.saas_manager.remote.odoo_rpc",
+)
+
+
+def self_managed_values(base_url):
+    """Values of a saas.server that is this very Odoo, or None without the sshd."""
+    missing = [name for name in SSH_ENV if not os.environ.get(name)]
+    if missing:
+        return None
+    with open(os.environ["SAAS_TEST_SSH_KEY_FILE"]) as key_file:
+        private_key = key_file.read()
+    with open(os.environ["SAAS_TEST_SSH_HOST_KEY_FILE"]) as host_key_file:
+        host_key = host_key_file.read().strip()
+    return {
+        "server_url": base_url,
+        "db_host": config["db_host"] or "localhost",
+        "db_port": int(config["db_port"] or 5432),
+        "db_user": config["db_user"],
+        "db_password": config["db_password"] or False,
+        "master_password": os.environ["SAAS_TEST_MASTER_PASSWORD"],
+        "data_dir": config["data_dir"],
+        "ssh_port": int(os.environ["SAAS_TEST_SSH_PORT"]),
+        "ssh_user": os.environ["SAAS_TEST_SSH_USER"],
+        "ssh_private_key": private_key,
+        "ssh_host_key": host_key,
+        "max_instances": 3,
+    }
+
+
+def unique_db_name(prefix):
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+class SelfManagedCase(HttpCase, SaasCase):
+    """The Odoo running the tests as its own managed server (a real peer)."""
+
+    def setUp(self):
+        super().setUp()
+        # In setUp, not setUpClass: the test server answers requests only once a
+        # test runs.
+        values = self_managed_values(self.base_url())
+        if values is None:
+            self.skipTest(
+                "no test sshd or master password: run the Odoo suite through scripts/odoo_suite, "
+                "which starts an sshd "
+                f"and sets {', '.join(SSH_ENV)}"
+            )
+        self.server = self.make_server(name="This Odoo", code="self", **values)
+        self.server.action_activate()
+        self.pg = self.server._pg_params()
+        self.filestore_root = os.path.join(config["data_dir"], "filestore")
+
+    # --- helpers -------------------------------------------------------------
+
+    def drop_later(self, db_name):
+        """Drop ``db_name`` and its filestore at the end of the test, if they exist."""
+
+        def drop():
+            # With PostgreSQL, not db.drop: the test server runs with --database,
+            # so its database service lists, and drops, that database only.
+            postgres.drop_database(self.pg, db_name)
+            shutil.rmtree(os.path.join(self.filestore_root, db_name), ignore_errors=True)
+
+        self.addCleanup(drop)
+
+    def make_template(self, **vals):
+        values = {
+            "name": "Template",
+            "database_name": unique_db_name("saas_tpl"),
+            "server_id": self.server.id,
+        }
+        values.update(vals)
+        template = self.env["saas.template"].create(values)
+        self.drop_later(template.database_name)
+        return template
+
+    def make_instance(self, template, **vals):
+        values = {
+            "name": "Client",
+            "database_name": unique_db_name("saas_inst"),
+            "server_id": self.server.id,
+            "template_id": template.id,
+        }
+        values.update(vals)
+        instance = self.Instance.create(values)
+        self.drop_later(instance.database_name)
+        return instance
+
+    def query(self, db_name, sql, params=()):
+        """Rows of ``sql`` run in database ``db_name``."""
+        conn = psycopg2.connect(
+            host=self.pg.host,
+            port=self.pg.port,
+            user=self.pg.user,
+            password=self.pg.password,
+            dbname=db_name,
+        )
+        try:
+            with conn.cursor() as cr:
+                cr.execute(sql, params)
+                return cr.fetchall()
+        finally:
+            conn.close()
+
+    def config_params(self, db_name):
+        return dict(self.query(db_name, "SELECT key, value FROM ir_config_parameter"))
+
+    def module_state(self, db_name, module):
+        rows = self.query(db_name, "SELECT state FROM ir_module_module WHERE name = %s", [module])
+        return rows[0][0] if rows else None

@@ -11,7 +11,6 @@ import secrets
 import shutil
 import threading
 import time
-import uuid
 
 import psycopg2
 from psycopg2 import sql
@@ -19,134 +18,15 @@ from psycopg2 import sql
 from odoo import SUPERUSER_ID, api
 from odoo.exceptions import UserError
 from odoo.sql_db import db_connect
-from odoo.tests import HttpCase, TransactionCase, tagged
-from odoo.tools import config, mute_logger
+from odoo.tests import TransactionCase, tagged
+from odoo.tools import mute_logger
 
-from ..remote import pg_clone
-from .common import SaasCase
-
-# Set by scripts/odoo_suite. The master password comes from there too, in clear:
-# Odoo replaces config["admin_passwd"] by its hash after the first check.
-SSH_ENV = (
-    "SAAS_TEST_MASTER_PASSWORD",
-    "SAAS_TEST_SSH_PORT",
-    "SAAS_TEST_SSH_USER",
-    "SAAS_TEST_SSH_KEY_FILE",
-    "SAAS_TEST_SSH_HOST_KEY_FILE",
-)
-LOGGERS = (
-    "odoo.addons.saas_manager.models.saas_template",
-    "odoo.addons.saas_manager.models.saas_instance",
-    "odoo.addons.saas_manager.remote.odoo_rpc",
-)
-
-
-def self_managed_values(base_url):
-    """Values of a saas.server that is this very Odoo, or None without the sshd."""
-    missing = [name for name in SSH_ENV if not os.environ.get(name)]
-    if missing:
-        return None
-    with open(os.environ["SAAS_TEST_SSH_KEY_FILE"]) as key_file:
-        private_key = key_file.read()
-    with open(os.environ["SAAS_TEST_SSH_HOST_KEY_FILE"]) as host_key_file:
-        host_key = host_key_file.read().strip()
-    return {
-        "server_url": base_url,
-        "db_host": config["db_host"] or "localhost",
-        "db_port": int(config["db_port"] or 5432),
-        "db_user": config["db_user"],
-        "db_password": config["db_password"] or False,
-        "master_password": os.environ["SAAS_TEST_MASTER_PASSWORD"],
-        "data_dir": config["data_dir"],
-        "ssh_port": int(os.environ["SAAS_TEST_SSH_PORT"]),
-        "ssh_user": os.environ["SAAS_TEST_SSH_USER"],
-        "ssh_private_key": private_key,
-        "ssh_host_key": host_key,
-        "max_instances": 3,
-    }
-
-
-def unique_db_name(prefix):
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+from ..remote import postgres
+from .common import LOGGERS, SelfManagedCase, unique_db_name
 
 
 @tagged("post_install", "-at_install", "saas_slow")
-class TestProvisioning(HttpCase, SaasCase):
-    def setUp(self):
-        super().setUp()
-        # In setUp, not setUpClass: the test server answers requests only once a
-        # test runs.
-        values = self_managed_values(self.base_url())
-        if values is None:
-            self.skipTest(
-                "no test sshd or master password: run the Odoo suite through scripts/odoo_suite, "
-                "which starts an sshd "
-                f"and sets {', '.join(SSH_ENV)}"
-            )
-        self.server = self.make_server(name="This Odoo", code="self", **values)
-        self.server.action_activate()
-        self.pg = self.server._pg_params()
-        self.filestore_root = os.path.join(config["data_dir"], "filestore")
-
-    # --- helpers -------------------------------------------------------------
-
-    def drop_later(self, db_name):
-        """Drop ``db_name`` and its filestore at the end of the test, if they exist."""
-
-        def drop():
-            # With PostgreSQL, not db.drop: the test server runs with --database,
-            # so its database service lists, and drops, that database only.
-            pg_clone.drop_database(self.pg, db_name)
-            shutil.rmtree(os.path.join(self.filestore_root, db_name), ignore_errors=True)
-
-        self.addCleanup(drop)
-
-    def make_template(self, **vals):
-        values = {
-            "name": "Template",
-            "database_name": unique_db_name("saas_tpl"),
-            "server_id": self.server.id,
-        }
-        values.update(vals)
-        template = self.env["saas.template"].create(values)
-        self.drop_later(template.database_name)
-        return template
-
-    def make_instance(self, template, **vals):
-        values = {
-            "name": "Client",
-            "database_name": unique_db_name("saas_inst"),
-            "server_id": self.server.id,
-            "template_id": template.id,
-        }
-        values.update(vals)
-        instance = self.Instance.create(values)
-        self.drop_later(instance.database_name)
-        return instance
-
-    def query(self, db_name, sql, params=()):
-        """Rows of ``sql`` run in database ``db_name``."""
-        conn = psycopg2.connect(
-            host=self.pg.host,
-            port=self.pg.port,
-            user=self.pg.user,
-            password=self.pg.password,
-            dbname=db_name,
-        )
-        try:
-            with conn.cursor() as cr:
-                cr.execute(sql, params)
-                return cr.fetchall()
-        finally:
-            conn.close()
-
-    def config_params(self, db_name):
-        return dict(self.query(db_name, "SELECT key, value FROM ir_config_parameter"))
-
-    def module_state(self, db_name, module):
-        rows = self.query(db_name, "SELECT state FROM ir_module_module WHERE name = %s", [module])
-        return rows[0][0] if rows else None
-
+class TestProvisioning(SelfManagedCase):
     # --- tests ---------------------------------------------------------------
 
     def test_template_then_instances(self):
@@ -154,7 +34,7 @@ class TestProvisioning(HttpCase, SaasCase):
         with mute_logger(*LOGGERS):
             self.assertTrue(template._create_database(), template.error)
         self.assertEqual(template.state, "ready")
-        self.assertTrue(pg_clone.database_exists(self.pg, template.database_name))
+        self.assertTrue(postgres.database_exists(self.pg, template.database_name))
         self.assertEqual(self.module_state(template.database_name, "base_import"), "installed")
         template_params = self.config_params(template.database_name)
 
@@ -195,12 +75,12 @@ class TestProvisioning(HttpCase, SaasCase):
             full.action_provision()
         self.assertIn("less than 10%", str(caught.exception))
         self.assertEqual(full.state, "draft")
-        self.assertFalse(pg_clone.database_exists(self.pg, full.database_name))
+        self.assertFalse(postgres.database_exists(self.pg, full.database_name))
 
         # terminating frees the slot and removes the database and filestore
         first.action_terminate()
         self.assertEqual(first.state, "terminated")
-        self.assertFalse(pg_clone.database_exists(self.pg, first.database_name))
+        self.assertFalse(postgres.database_exists(self.pg, first.database_name))
         self.assertFalse(os.path.exists(os.path.join(self.filestore_root, first.database_name)))
         full.action_provision()
         self.assertEqual(full.state, "running")
@@ -229,7 +109,7 @@ class TestProvisioning(HttpCase, SaasCase):
                     instance.action_provision()
                 self.assertIn(message, str(caught.exception))
                 self.assertEqual(instance.state, "draft")
-                self.assertFalse(pg_clone.database_exists(self.pg, instance.database_name))
+                self.assertFalse(postgres.database_exists(self.pg, instance.database_name))
                 self.server.state = "active"
 
     def test_capacity_below_ten_percent(self):
@@ -256,12 +136,12 @@ class TestProvisioning(HttpCase, SaasCase):
         os.makedirs(os.path.join(target, "kept"))
         source = os.path.join(self.filestore_root, template.database_name)
         os.makedirs(source, exist_ok=True)
-        with mute_logger(*LOGGERS, "odoo.addons.saas_manager.remote.pg_clone"):
+        with mute_logger(*LOGGERS, "odoo.addons.saas_manager.remote.postgres"):
             action = instance.action_provision()
         self.assertEqual(action["params"]["type"], "danger")
         self.assertEqual(instance.state, "failed")
         self.assertIn("exists", instance.error)
-        self.assertFalse(pg_clone.database_exists(self.pg, instance.database_name))
+        self.assertFalse(postgres.database_exists(self.pg, instance.database_name))
         self.assertTrue(os.path.isdir(os.path.join(target, "kept")), "not ours to remove")
         self.assertEqual(self.server.instance_count, 0, "a failed instance frees its slot")
         shutil.rmtree(target)
@@ -295,7 +175,7 @@ class TestProvisioning(HttpCase, SaasCase):
         self.assertIn("exists", instance.error)
         instance.action_terminate()
         self.assertEqual(instance.state, "terminated")
-        self.assertTrue(pg_clone.database_exists(self.pg, foreign))
+        self.assertTrue(postgres.database_exists(self.pg, foreign))
 
     def test_template_failure_drops_the_database(self):
         template = self.make_template(module_names="no_such_module_anywhere")
@@ -303,7 +183,7 @@ class TestProvisioning(HttpCase, SaasCase):
             self.assertFalse(template._create_database())
         self.assertEqual(template.state, "failed")
         self.assertIn("no_such_module_anywhere", template.error)
-        self.assertFalse(pg_clone.database_exists(self.pg, template.database_name))
+        self.assertFalse(postgres.database_exists(self.pg, template.database_name))
 
     def test_template_needs_active_server_and_master_password(self):
         template = self.make_template()
@@ -324,7 +204,7 @@ class TestProvisioning(HttpCase, SaasCase):
         self.assertEqual(template.state, "failed")
         self.assertNotIn(self.server.master_password, template.error)
         self.server.master_password = wrong
-        self.assertFalse(pg_clone.database_exists(self.pg, template.database_name))
+        self.assertFalse(postgres.database_exists(self.pg, template.database_name))
 
 
 @tagged("post_install", "-at_install")

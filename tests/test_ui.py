@@ -17,9 +17,8 @@ from odoo.tests import HttpCase, tagged
 from odoo.tests.common import TEST_CURSOR_COOKIE_NAME
 from odoo.tools import config, mute_logger
 
-from ..remote import pg_clone
-from .common import SaasCase
-from .test_provisioning import LOGGERS, SSH_ENV, self_managed_values, unique_db_name
+from ..remote import postgres
+from .common import LOGGERS, SSH_ENV, SaasCase, self_managed_values, unique_db_name
 
 # The executables Odoo's tour runner looks for on Linux.
 BROWSERS = ("google-chrome", "chromium", "chromium-browser", "google-chrome-stable")
@@ -142,9 +141,9 @@ class TestUiProvisioning(SelfManagedUiCase):
         def drop():
             Registry.delete(db_name)
             sql_db.close_db(db_name)
-            pg_clone.drop_database(self.pg, db_name)
+            postgres.drop_database(self.pg, db_name)
             shutil.rmtree(os.path.join(self.filestore_root, db_name), ignore_errors=True)
-            self.assertFalse(pg_clone.database_exists(self.pg, db_name))
+            self.assertFalse(postgres.database_exists(self.pg, db_name))
 
         self.addCleanup(drop)
 
@@ -163,4 +162,4 @@ class TestUiProvisioning(SelfManagedUiCase):
         self.assertEqual(instance.server_id, self.server)
         self.assertEqual(instance.template_id, self.template)
         self.assertTrue(instance.provisioned_date)
-        self.assertTrue(pg_clone.database_exists(self.pg, self.instance_db))
+        self.assertTrue(postgres.database_exists(self.pg, self.instance_db))
