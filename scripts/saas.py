@@ -51,7 +51,7 @@ REQUIREMENTS = {
     "test-urllib3-2": SCRIPTS / "requirements-test-urllib3-2.txt",
     "odoo": SCRIPTS / "requirements-odoo.txt",
 }
-BASE_DEBS = ("openssh-server", "postgresql", "libpq-dev", "python3-venv")
+BASE_DEBS = ("openssh-server", "postgresql", "libpq-dev", "python3-venv", "prometheus")
 ODOO_DEBS = ("libldap2-dev", "libsasl2-dev")
 NO_ODOO_TREE = "no Odoo 18.0 tree: set ODOO_SRC or put one at /opt/odoo-18.0"
 LOG_LINE = re.compile(r"^[0-9-]+ [0-9:,]+ [0-9]+ (\w+) ")
