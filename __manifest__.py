@@ -7,7 +7,7 @@
     "website": "https://github.com/saas-manager/saas_manager",
     "author": "saas_manager developers",
     "license": "LGPL-3",
-    "depends": ["base", "mail"],
+    "depends": ["base", "mail", "bus"],
     "external_dependencies": {"python": ["requests", "psycopg2", "paramiko", "cryptography"]},
     "data": [
         "security/saas_manager_security.xml",
@@ -18,12 +18,14 @@
         "views/saas_instance_views.xml",
         "views/saas_template_views.xml",
         "views/saas_plan_views.xml",
+        "views/saas_operation_views.xml",
         "views/saas_manager_menus.xml",
     ],
     "demo": ["demo/saas_manager_demo.xml"],
     "assets": {
         "web.assets_backend": [
             "saas_manager/static/src/scss/saas_manager.scss",
+            "saas_manager/static/src/js/operation_refresh_service.js",
         ],
         "web.assets_tests": ["saas_manager/static/tests/tours/**/*"],
     },

@@ -3,8 +3,9 @@ import logging
 from odoo import _, api, fields, models
 from odoo.exceptions import AccessError, UserError, ValidationError
 
-from ..remote import capacity, exceptions, names, postgres, provision, ssh
+from ..remote import capacity, exceptions, names, provision
 from ..remote import filestore as remote_filestore
+from .saas_operation import Made, OperationError, RemoteStep
 
 _logger = logging.getLogger(__name__)
 
@@ -14,16 +15,9 @@ _logger = logging.getLogger(__name__)
 PROVISIONED_STATES = ("provisioning", "running", "suspended")
 # What a provisioned instance is made of: fixed once it exists on its server.
 LOCATION_FIELDS = ("database_name", "server_id", "template_id", "subdomain")
-# Set by the instance's buttons and its provisioning; by hand, only by admins. The
-# provisioned_* fields are what terminate drops: a manager who could write them
-# could have another customer's database dropped.
-STATUS_FIELDS = (
-    "state",
-    "error",
-    "provisioned_date",
-    "provisioned_database",
-    "provisioned_filestore",
-)
+# Set by the instance's buttons and its operations; by hand, only by admins. What
+# Terminate drops is in the provisioning's journal, which nobody writes.
+STATUS_FIELDS = ("state", "error", "provisioned_date")
 ADMIN_GROUP = "saas_manager.group_saas_admin"
 
 
@@ -71,19 +65,13 @@ class SaasInstance(models.Model):
     )
     url = fields.Char(string="URL", compute="_compute_url")
     provisioned_date = fields.Datetime(copy=False, readonly=True)
-    provisioned_database = fields.Char(
-        copy=False,
-        readonly=True,
-        help="The database this instance's provisioning created on its server: the only "
-        "database Terminate drops.",
-    )
-    provisioned_filestore = fields.Char(
-        copy=False,
-        readonly=True,
-        help="The filestore directory this instance's provisioning created on its server: "
-        "the only directory Terminate removes.",
-    )
     error = fields.Text(copy=False, readonly=True)
+    operation_ids = fields.One2many("saas.operation", "instance_id", string="Operations")
+    operation_count = fields.Integer(compute="_compute_operation_count")
+    running_operation_id = fields.Many2one(
+        "saas.operation", compute="_compute_operation_count", string="Operation in Progress"
+    )
+    running_operation_step = fields.Char(compute="_compute_operation_count", string="Step")
 
     _sql_constraints = [
         (
@@ -103,6 +91,21 @@ class SaasInstance(models.Model):
             return servers.get_available_server(min_capacity_percent=capacity.PROVISION_MIN_PERCENT)
         except UserError:
             return servers.search([("state", "=", "active")], limit=1)
+
+    @api.depends("operation_ids.state", "operation_ids.step")
+    def _compute_operation_count(self):
+        for instance in self:
+            operations = instance.operation_ids
+            instance.operation_count = len(operations)
+            running = operations.filtered(lambda op: op.state in ("queued", "running"))[:1]
+            instance.running_operation_id = running
+            instance.running_operation_step = running.step
+
+    def action_view_operations(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id("saas_manager.saas_operation_action")
+        action["domain"] = [("instance_id", "=", self.id)]
+        return action
 
     @api.depends("database_name", "subdomain", "server_id.server_url", "server_id.instance_domain")
     def _compute_url(self):
@@ -295,31 +298,23 @@ class SaasInstance(models.Model):
         return server.server_url
 
     def action_provision(self):
-        """Clone the template into this instance's database and copy its filestore.
+        """Check at once, then queue the provisioning; the operations cron does it.
 
-        Checks fail with a UserError and change nothing. A failure on the remote
-        systems leaves no database or filestore behind, marks the instance
-        ``failed`` with the reason and frees its slot; it is reported by a
-        notification rather than an exception, which would roll back that record.
+        Checks fail with a UserError and change nothing. Once queued, the instance
+        is *provisioning* and holds its slot; the operation clones the template,
+        copies its filestore and records the result (*running*, or *failed* with
+        the reason and nothing left on the server).
         """
-        # One at a time: a check failing on a second instance would roll back the
-        # record of a first one already cloned, and orphan its database.
         self.ensure_one()
         self.check_access("write")
         self._check_can_provision()
-        if self._provision():
-            return True
-        return {
-            "type": "ir.actions.client",
-            "tag": "display_notification",
-            "params": {
-                "title": _("Provisioning failed"),
-                "message": f"{self.name}: {self.error}",
-                "type": "danger",
-                "sticky": True,
-                "next": {"type": "ir.actions.act_window_close"},
-            },
-        }
+        self._remote_settings()
+        self._write_state({"state": "provisioning", "error": False})
+        operation = self.env["saas.operation"]._queue("provision", self, self.server_id)
+        return operation._queued_notification(
+            operation,
+            _("%(name)s will be provisioned in the background.", name=self.name),
+        )
 
     def action_retry(self):
         """Provision a failed instance again."""
@@ -357,90 +352,60 @@ class SaasInstance(models.Model):
             "target_dir": server._filestore_path(self.database_name),
         }
 
-    def _provision(self):
-        """Do the remote work of a checked instance; return True on success.
+    def _op_provision(self, operation):
+        """The provisioning operation (a generator run by ``saas.operation``).
 
-        In this order: every setting checked; the local writes that can fail made
-        and flushed; then the clone and the filestore copy; then the record of what
-        was made. Should that last local step fail (a constraint, the chatter), the
-        database and filestore just made are removed before the error goes on, so
-        a rolled-back transaction never leaves them on the server unknown to us.
+        Every setting is checked again (a secret may have changed since queued);
+        what exists at the target is refused, not taken over; the database, the
+        partial filestore copy and the filestore are journalled before the step
+        that makes them, so a failure or a killed worker leaves none of them.
         """
-        self.ensure_one()
         server = self.server_id
         template = self.template_id
+        self._check_can_provision_again()
         settings = self._remote_settings()
-        self._write_state({"state": "provisioning", "error": False})
-        self.flush_recordset()
-        _logger.info(
-            "Provisioning instance %s on %s from template %s",
-            self.database_name,
-            server.code,
-            template.database_name,
+        target_dir = settings["target_dir"]
+        found = yield RemoteStep(
+            _("Checking that the database and the filestore are free"),
+            provision.taken,
+            (settings["pg_params"], settings["ssh_settings"], self.database_name, target_dir),
         )
-        try:
-            if postgres.database_exists(settings["pg_params"], self.database_name):
-                raise exceptions.DatabaseExists(
-                    f"database {self.database_name} already exists on {server.name}: "
-                    "it is not this instance's, so nothing was made"
+        if found:
+            raise OperationError(
+                _(
+                    "%(found)s already exists on %(server)s: it is not this instance's, so "
+                    "nothing was made. Choose another database name.",
+                    found=", ".join(found),
+                    server=server.name,
                 )
-            result = provision.provision(
-                settings["pg_params"],
-                settings["ssh_settings"],
-                template.database_name,
-                self.database_name,
-                source_dir=settings["source_dir"],
-                target_dir=settings["target_dir"],
-                base_url=self._base_url(),
             )
-        except exceptions.RemoteError as exc:
-            reason = str(exc)
-            self._write_state({"state": "failed", "error": reason})
-            self.message_post(body=_("Provisioning failed: %(reason)s", reason=reason))
-            _logger.warning(
-                "Provisioning instance %s on %s failed: %s", self.database_name, server.code, reason
+        temp_dir = remote_filestore.partial_copy_path(target_dir)
+        result = yield RemoteStep(
+            _("Cloning the template and copying its filestore"),
+            provision.provision,
+            (settings["pg_params"], settings["ssh_settings"], template.database_name),
+            {
+                "target": self.database_name,
+                "source_dir": settings["source_dir"],
+                "target_dir": target_dir,
+                "base_url": self._base_url(),
+                "temp_dir": temp_dir,
+            },
+            makes=(
+                Made("database", server.id, self.database_name),
+                Made("directory", server.id, temp_dir),
+                Made("directory", server.id, target_dir),
+            ),
+        )
+        self._write_state({"state": "running", "provisioned_date": fields.Datetime.now()})
+        self.message_post(
+            body=_(
+                "Provisioned on %(server)s from %(template)s in %(seconds).2f s.",
+                server=server.name,
+                template=template.name,
+                seconds=result.duration_s,
             )
-            return False
-        try:
-            with self.env.cr.savepoint():
-                self._write_state(
-                    {
-                        "state": "running",
-                        "provisioned_date": fields.Datetime.now(),
-                        "provisioned_database": self.database_name,
-                        "provisioned_filestore": settings["target_dir"]
-                        if result.filestore_copied
-                        else False,
-                    }
-                )
-                self.message_post(
-                    body=_(
-                        "Provisioned on %(server)s from %(template)s in %(seconds).2f s.",
-                        server=server.name,
-                        template=template.name,
-                        seconds=result.duration_s,
-                    )
-                )
-                self.flush_recordset()
-        except Exception:
-            _logger.warning(
-                "Recording the provision of %s failed: removing what it made on %s",
-                self.database_name,
-                server.code,
-            )
-            try:
-                self._remove_remote(
-                    settings,
-                    self.database_name,
-                    result.filestore_copied and settings["target_dir"],
-                )
-            except exceptions.RemoteError:
-                _logger.exception(
-                    "Could not remove what the provision of %s made on %s",
-                    self.database_name,
-                    server.code,
-                )
-            raise
+        )
         _logger.info(
             "Instance %s provisioned on %s in %.2f s (strategy %s)",
             self.database_name,
@@ -448,19 +413,52 @@ class SaasInstance(models.Model):
             result.duration_s,
             result.clone.strategy,
         )
-        return True
 
-    @api.model
-    def _remove_remote(self, settings, database, filestore):
-        """Drop ``database`` and remove ``filestore`` (each when set) on the server.
+    def _check_can_provision_again(self):
+        """At run time: the server and template may have changed since queued."""
+        self.ensure_one()
+        if self.state != "provisioning":
+            raise OperationError(
+                _("Instance %(name)s is no longer waiting to be provisioned.", name=self.name)
+            )
+        if self.server_id.state != "active":
+            raise OperationError(
+                _("Server %(server)s is not active.", server=self.server_id.name), permanent=False
+            )
+        if self.template_id.state != "ready" or self.template_id.server_id != self.server_id:
+            raise OperationError(
+                _(
+                    "Template %(template)s is not ready on this server.",
+                    template=self.template_id.name,
+                )
+            )
 
-        Only ever called with what this instance's own provisioning made.
-        """
-        if database:
-            postgres.drop_database(settings["pg_params"], database)
-        if filestore:
-            with ssh.SshSession(settings["ssh_settings"]) as session:
-                remote_filestore.remove_tree(session, filestore)
+    def _op_failed(self, operation, reason):
+        if operation.kind == "provision":
+            self._write_state({"state": "failed", "error": reason})
+            self.message_post(body=_("Provisioning failed: %(reason)s", reason=reason))
+        else:
+            self._write_state({"error": reason})
+            self.message_post(body=_("Termination failed: %(reason)s", reason=reason))
+
+    def _op_cancelled(self, operation):
+        if operation.kind == "provision" and self.state == "provisioning":
+            self._write_state({"state": "draft"})
+
+    def _made_by_provisioning(self):
+        """The journal entries this instance's provisioning made and kept."""
+        self.ensure_one()
+        return (
+            self.env["saas.operation.journal"]
+            .sudo()
+            .search(
+                [
+                    ("operation_id.instance_id", "=", self.id),
+                    ("operation_id.kind", "=", "provision"),
+                    ("state", "=", "kept"),
+                ]
+            )
+        )
 
     # ------------------------------------------------------------------
     # Life cycle
@@ -493,12 +491,12 @@ class SaasInstance(models.Model):
         return True
 
     def action_terminate(self):
-        """Drop the instance's database and filestore, then free its slot.
+        """Queue the termination: drop the instance's database and filestore, free its slot.
 
-        Only what this instance's provisioning is recorded to have made is dropped
-        (``provisioned_database``, ``provisioned_filestore``): a draft has none, a
-        failed provision left none, and the instance's ``database_name`` alone never
-        decides what is dropped. Safe to repeat: what is already gone is skipped.
+        Only what this instance's provisioning is recorded in its operation's
+        journal to have made is dropped: a draft has nothing, a failed provision
+        left nothing, and ``database_name`` alone never decides what is dropped.
+        Safe to repeat: what is already gone is skipped.
         """
         self.ensure_one()
         self.check_access("write")
@@ -510,30 +508,29 @@ class SaasInstance(models.Model):
                 state=state,
             ),
         )
-        self._drop_remote()
-        self._write_state(
-            {"state": "terminated", "provisioned_database": False, "provisioned_filestore": False}
+        if not self._made_by_provisioning():
+            # Nothing remote to remove: terminated at once.
+            self._write_state({"state": "terminated", "error": False})
+            return True
+        operation = self.env["saas.operation"]._queue("terminate", self, self.server_id)
+        return operation._queued_notification(
+            operation, _("%(name)s will be terminated in the background.", name=self.name)
         )
-        return True
 
-    def _drop_remote(self):
-        self.ensure_one()
-        database = self.provisioned_database
-        filestore = self.provisioned_filestore
-        if not (database or filestore):
-            return
+    def _op_terminate(self, operation):
+        """The termination operation (a generator run by ``saas.operation``)."""
         server = self.server_id
-        try:
-            settings = {"pg_params": server._pg_params()}
-            if filestore:
-                settings["ssh_settings"] = server._ssh_settings()
-            self._remove_remote(settings, database, filestore)
-        except exceptions.RemoteError as exc:
-            raise UserError(
-                _(
-                    "Instance %(name)s could not be terminated: %(reason)s",
-                    name=self.name,
-                    reason=exc,
-                )
-            ) from None
-        _logger.info("Instance %s on %s terminated", database, server.code)
+        made = self._made_by_provisioning()
+        databases = made.filtered(lambda entry: entry.kind == "database").mapped("name")
+        directories = made.filtered(lambda entry: entry.kind == "directory").mapped("name")
+        ssh_settings = server._ssh_settings() if directories else None
+        yield RemoteStep(
+            _("Dropping the database and removing the filestore"),
+            provision.remove,
+            (server._pg_params(), ssh_settings),
+            {"databases": databases, "directories": directories},
+        )
+        made.write({"state": "removed"})
+        self._write_state({"state": "terminated", "error": False})
+        self.message_post(body=_("Terminated: database and filestore removed."))
+        _logger.info("Instance %s on %s terminated", self.database_name, server.code)

@@ -127,6 +127,13 @@ class SaasServer(models.Model):
     memory_gb = fields.Float(string="Memory (GB)")
     disk_gb = fields.Float(string="Disk (GB)")
     max_instances = fields.Integer(required=True, default=50, tracking=True)
+    max_parallel_operations = fields.Integer(
+        default=2,
+        help="How many long operations (provisioning, template creation, backups…) may "
+        "work on this server at the same time.",
+    )
+    operation_ids = fields.One2many("saas.operation", "server_id", string="Operations")
+    operation_count = fields.Integer(compute="_compute_operation_count")
     instance_ids = fields.One2many("saas.instance", "server_id", string="Instances")
     instance_count = fields.Integer(
         compute="_compute_capacity",
@@ -187,6 +194,11 @@ class SaasServer(models.Model):
     def _compute_secrets(self):
         return super()._compute_secrets()
 
+    @api.depends("operation_ids")
+    def _compute_operation_count(self):
+        for server in self:
+            server.operation_count = len(server.operation_ids)
+
     @api.depends("max_instances", "instance_ids.state")
     def _compute_capacity(self):
         for server in self:
@@ -224,12 +236,19 @@ class SaasServer(models.Model):
                     )
                 ) from None
 
-    @api.constrains("max_instances")
+    @api.constrains("max_instances", "max_parallel_operations")
     def _check_max_instances(self):
         for server in self:
             if server.max_instances <= 0:
                 raise ValidationError(
                     _("Max instances of server %(name)s must be above 0.", name=server.name)
+                )
+            if server.max_parallel_operations <= 0:
+                raise ValidationError(
+                    _(
+                        "Max parallel operations of server %(name)s must be above 0.",
+                        name=server.name,
+                    )
                 )
 
     @api.constrains("ip_address")
@@ -638,6 +657,12 @@ class SaasServer(models.Model):
             }
         params["sticky"] = False
         return {"type": "ir.actions.client", "tag": "display_notification", "params": params}
+
+    def action_view_operations(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id("saas_manager.saas_operation_action")
+        action["domain"] = [("server_id", "=", self.id)]
+        return action
 
     def action_view_instances(self):
         self.ensure_one()

@@ -1,21 +1,19 @@
 import logging
 import re
 import secrets
-import time
+from urllib.parse import urlencode
 
 from odoo import _, api, fields, models
 from odoo.exceptions import AccessError, UserError, ValidationError
 
 from ..remote import exceptions, names, postgres
+from .saas_operation import Made, OperationError, RemoteStep
 
 _logger = logging.getLogger(__name__)
 
 MODULE_NAME = re.compile(r"[a-z0-9_]+")
 # Seconds the managed server may spend installing the modules of a template.
 INSTALL_TIMEOUT = 1800.0
-# Dropping a half-made database through Odoo: attempts, and the pause between them.
-DROP_ATTEMPTS = 3
-DROP_RETRY_SECONDS = 2.0
 ADMIN_GROUP = "saas_manager.group_saas_admin"
 # Set by the template's buttons and its creation job; by hand, only by admins.
 STATUS_FIELDS = ("state", "error")
@@ -25,15 +23,12 @@ STATUS_FIELDS = ("state", "error")
 LOCATION_FIELDS = ("database_name", "server_id")
 
 
-class TemplateError(Exception):
-    """A template step failed for a reason found in Odoo's answers."""
-
-
 class SaasTemplate(models.Model):
     _name = "saas.template"
     _description = "SaaS Template Database"
-    _inherit = ["mail.thread"]
+    _inherit = ["mail.thread", "saas.secret.mixin"]
     _order = "name, id"
+    _secret_fields = ("admin_password",)
 
     name = fields.Char(required=True, tracking=True)
     database_name = fields.Char(
@@ -71,6 +66,19 @@ class SaasTemplate(models.Model):
     )
     error = fields.Text(copy=False, readonly=True)
     instance_ids = fields.One2many("saas.instance", "template_id", string="Instances")
+    admin_password = fields.Char(
+        compute="_compute_secrets",
+        inverse="_inverse_secrets",
+        search="_search_secret",
+        groups=ADMIN_GROUP,
+        copy=False,
+        help="Password of the template database's administrator (login 'admin'), set when "
+        "the database is created, so that an operator can log in to set the template up. "
+        "Instances never share it.",
+    )
+    admin_password_encrypted = fields.Char(groups=ADMIN_GROUP, copy=False)
+    operation_ids = fields.One2many("saas.operation", "template_id", string="Operations")
+    operation_count = fields.Integer(compute="_compute_operation_count")
 
     _sql_constraints = [
         (
@@ -103,6 +111,15 @@ class SaasTemplate(models.Model):
                     )
                 )
         return super().write(vals)
+
+    @api.depends("admin_password_encrypted")
+    def _compute_secrets(self):
+        return super()._compute_secrets()
+
+    @api.depends("operation_ids")
+    def _compute_operation_count(self):
+        for template in self:
+            template.operation_count = len(template.operation_ids)
 
     @api.model
     def _selection_lang(self):
@@ -142,10 +159,11 @@ class SaasTemplate(models.Model):
         return modules
 
     def action_create_database(self):
-        """Queue the creation of the template databases; a cron job does the work.
+        """Check at once, then queue the creation of the template databases.
 
         Creating a database and installing modules takes minutes, longer than an
-        HTTP worker may run, so the button only checks and queues.
+        HTTP worker may run, so the button only checks and queues; the operations
+        cron does the work and reports its end.
         """
         self.check_access("write")
         for template in self:
@@ -160,23 +178,18 @@ class SaasTemplate(models.Model):
                 )
             template._check_server_active()
             template.server_id._master_password()
+            template.server_id._pg_params()
         self.sudo().write({"state": "creating", "error": False})
-        self.env.ref("saas_manager.ir_cron_saas_template_create")._trigger()
-        return {
-            "type": "ir.actions.client",
-            "tag": "display_notification",
-            "params": {
-                "title": _("Template database queued"),
-                "message": _(
-                    "%(names)s will be created in the background; this page shows the result "
-                    "when you reload it.",
-                    names=", ".join(self.mapped("name")),
-                ),
-                "type": "info",
-                "sticky": False,
-                "next": {"type": "ir.actions.act_window_close"},
-            },
-        }
+        Operation = self.env["saas.operation"]
+        for template in self:
+            operation = Operation._queue("template_create", template, template.server_id)
+        return operation._queued_notification(
+            operation,
+            _(
+                "%(names)s will be created in the background; you are notified when it ends.",
+                names=", ".join(self.mapped("name")),
+            ),
+        )
 
     def _check_server_active(self):
         self.ensure_one()
@@ -189,22 +202,26 @@ class SaasTemplate(models.Model):
                 )
             )
 
-    @api.model
-    def _cron_create_databases(self):
-        """Cron: create the databases of the templates waiting in ``creating``."""
-        for template in self.search([("state", "=", "creating")]):
-            template._create_database()
-            # Each template is hours of nobody's time if lost: keep its result
-            # even when a later one breaks the worker.
-            self.env.cr.commit()  # pylint: disable=invalid-commit
-
     def _create_database(self):
-        """Create this template's database now and install its modules.
+        """Create this template's database now, through the operations engine.
 
-        On success the template is ``ready``; on any failure it is ``failed`` with
-        the reason, and a database this call made is dropped. Returns True when ready.
+        For tests and the shell: queues the operation and runs the queue in this
+        thread. Returns True when the template is ready.
         """
         self.ensure_one()
+        if self.state in ("draft", "failed"):
+            self.action_create_database()
+        self.env["saas.operation"]._run_until_idle()
+        return self.state == "ready"
+
+    def _op_template_create(self, operation):
+        """The template creation operation (a generator run by ``saas.operation``).
+
+        The database is ours only when the server's PostgreSQL said it did not
+        exist just before our create: then it is journalled, and whatever a failure
+        or a killed worker leaves of it is dropped. The managed Odoo's answers never
+        decide that.
+        """
         server = self.server_id
         db = self.database_name
         try:
@@ -212,153 +229,85 @@ class SaasTemplate(models.Model):
             master = server._master_password()
             pg_params = server._pg_params()
             modules = self._module_list()
-        except (UserError, ValidationError) as exc:
-            return self._mark_failed(str(exc.args[0]))
-
-        _logger.info("Creating template database %s on %s", db, server.code)
-        client = server._rpc_client(timeout=INSTALL_TIMEOUT)
-        # Whether this call may have made the database. Whatever the managed Odoo
-        # answers, a database is ours only when the server's PostgreSQL said it did
-        # not exist just before our create: never a database that was there already.
-        attempted = False
-        try:
-            if postgres.database_exists(pg_params, db):
-                return self._mark_failed(
-                    _(
-                        "Database %(db)s already exists on %(server)s: choose another name "
-                        "or remove it there.",
-                        db=db,
-                        server=server.name,
-                    )
+        except ValidationError as exc:
+            raise OperationError(str(exc.args[0])) from None
+        exists = yield RemoteStep(
+            _("Checking that database %(db)s is free", db=db),
+            postgres.database_exists,
+            (pg_params, db),
+        )
+        if exists:
+            raise OperationError(
+                _(
+                    "Database %(db)s already exists on %(server)s: choose another name "
+                    "or remove it there.",
+                    db=db,
+                    server=server.name,
                 )
-            # Nobody logs in with it: only this call needs it, to install the modules.
-            admin_password = secrets.token_urlsafe(24)
-            attempted = True
-            client.create_database(master, db, self.demo, self.lang, admin_password)
+            )
+        makes = [Made("database", server.id, db)]
+        try:
+            server._ssh_settings()
+            makes.append(Made("directory", server.id, server._filestore_path(db)))
+        except UserError:
+            _logger.info(
+                "Server %s has no usable SSH access: a half-made filestore of %s would stay",
+                server.code,
+                db,
+            )
+        # Kept (encrypted) so that an operator can log in to the template to set it
+        # up; instances get an identity and an administrator of their own.
+        admin_password = secrets.token_urlsafe(24)
+        self.sudo().admin_password = admin_password
+        client = server._rpc_client(timeout=INSTALL_TIMEOUT)
+        try:
+            yield RemoteStep(
+                _("Creating database %(db)s", db=db),
+                client.create_database,
+                (master, db, self.demo, self.lang, admin_password),
+                makes=tuple(makes),
+            )
             if modules:
-                self._install_modules(client, admin_password, modules)
-        except (exceptions.RemoteError, TemplateError) as exc:
-            reason = str(exc)
-            if attempted:
-                reason = self._drop_after_failure(client, master, pg_params, reason)
-            return self._mark_failed(reason)
+                problems = yield RemoteStep(
+                    _("Installing %(modules)s", modules=", ".join(modules)),
+                    install_modules,
+                    (client, db, admin_password, modules),
+                )
+                self._raise_for_install_problems(problems)
         finally:
             client.close()
         self.sudo().write({"state": "ready", "error": False})
         self.message_post(body=_("Template database %(db)s is ready.", db=db))
         _logger.info("Template database %s on %s is ready", db, server.code)
-        return True
 
-    def _install_modules(self, client, admin_password, modules):
-        db = self.database_name
-        uid = client.login(db, "admin", admin_password)
-        if not uid:
-            raise TemplateError(_("The new database %(db)s refused the admin login.", db=db))
-        found = client.execute_kw(
-            db,
-            uid,
-            admin_password,
-            "ir.module.module",
-            "search_read",
-            [[("name", "in", modules)]],
-            {"fields": ["name", "state"]},
-        )
-        unknown = sorted(set(modules) - {module["name"] for module in found})
-        if unknown:
-            raise TemplateError(
+    def _raise_for_install_problems(self, problems):
+        if problems.get("refused_login"):
+            raise OperationError(
+                _("The new database %(db)s refused the admin login.", db=self.database_name)
+            )
+        if problems.get("unknown"):
+            raise OperationError(
                 _(
                     "Server %(server)s has no module %(modules)s.",
                     server=self.server_id.name,
-                    modules=", ".join(unknown),
+                    modules=", ".join(problems["unknown"]),
                 )
             )
-        ids = [module["id"] for module in found]
-        client.execute_kw(
-            db, uid, admin_password, "ir.module.module", "button_immediate_install", [ids]
-        )
-        not_installed = client.execute_kw(
-            db,
-            uid,
-            admin_password,
-            "ir.module.module",
-            "search_read",
-            [[("id", "in", ids), ("state", "!=", "installed")]],
-            {"fields": ["name"]},
-        )
-        if not_installed:
-            raise TemplateError(
+        if problems.get("not_installed"):
+            raise OperationError(
                 _(
                     "Modules %(modules)s did not install.",
-                    modules=", ".join(module["name"] for module in not_installed),
+                    modules=", ".join(problems["not_installed"]),
                 )
             )
 
-    def _drop_after_failure(self, client, master, pg_params, reason):
-        """Drop the database this creation made; return the reason to record.
-
-        Called only when PostgreSQL said the database did not exist before this
-        creation, so what is there now is ours. Whether it is there is asked of
-        PostgreSQL too, never of the managed Odoo's answers.
-
-        Through the server's database service first, which removes the filestore
-        too. Odoo refuses to drop a database another session reaches at that
-        moment (its own worker that just served the failed call may still hold
-        one), so this is tried a few times, then the database alone is dropped
-        with PostgreSQL's FORCE over the server's PostgreSQL access.
-        """
-        db = self.database_name
-        error = None
-        for attempt in range(DROP_ATTEMPTS):
-            try:
-                if not postgres.database_exists(pg_params, db):
-                    return reason
-                if client.drop_database(master, db) and not postgres.database_exists(pg_params, db):
-                    _logger.info("Dropped half-created template database %s", db)
-                    return reason
-                # Odoo drops only the databases it lists: a server started with
-                # --database and no --db-filter lists that one only.
-                error = _("the server does not list database %(db)s", db=db)
-                break
-            except exceptions.RemoteError as exc:
-                error = exc
-                _logger.info(
-                    "Dropping half-created database %s failed (attempt %s): %s",
-                    db,
-                    attempt + 1,
-                    exc,
-                )
-                time.sleep(DROP_RETRY_SECONDS)
-        try:
-            postgres.drop_database(pg_params, db)
-            _logger.warning(
-                "Dropped half-created template database %s with PostgreSQL (%s); its "
-                "filestore may remain on %s",
-                db,
-                error,
-                self.server_id.code,
-            )
-            return reason
-        except exceptions.RemoteError as exc:
-            _logger.error(
-                "Could not drop half-created template database %s: %s / %s", db, error, exc
-            )
-            return _(
-                "%(reason)s\nThe half-created database %(db)s could not be dropped: %(error)s",
-                reason=reason,
-                db=db,
-                error=exc,
-            )
-
-    def _mark_failed(self, reason):
-        self.sudo().write({"state": "failed", "error": reason})
+    def _op_failed(self, operation, reason):
+        self.sudo().write({"state": "failed", "error": reason, "admin_password": False})
         self.message_post(body=_("Template database creation failed: %(reason)s", reason=reason))
-        _logger.warning(
-            "Template database %s on %s failed: %s",
-            self.database_name,
-            self.server_id.code,
-            reason,
-        )
-        return False
+
+    def _op_cancelled(self, operation):
+        if self.state == "creating":
+            self.sudo().write({"state": "draft"})
 
     def action_reset_to_draft(self):
         self.check_access("write")
@@ -366,3 +315,54 @@ class SaasTemplate(models.Model):
             {"state": "draft", "error": False}
         )
         return True
+
+    def action_view_operations(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id("saas_manager.saas_operation_action")
+        action["domain"] = [("template_id", "=", self.id)]
+        return action
+
+    def action_open_login_page(self):
+        """Open the template database's login page, to log in as its administrator."""
+        self.ensure_one()
+        url = f"{self.server_id.server_url}/web/login?{urlencode({'db': self.database_name})}"
+        return {"type": "ir.actions.act_url", "url": url, "target": "new"}
+
+
+def install_modules(client, db, admin_password, modules):
+    """Install ``modules`` in ``db`` over JSON-RPC as its admin; plain values only.
+
+    Returns what went wrong: ``{"refused_login": True}``, ``{"unknown": [...]}``,
+    ``{"not_installed": [...]}``, or ``{}`` when every module is installed.
+    """
+    uid = client.login(db, "admin", admin_password)
+    if not uid:
+        return {"refused_login": True}
+    found = client.execute_kw(
+        db,
+        uid,
+        admin_password,
+        "ir.module.module",
+        "search_read",
+        [[("name", "in", modules)]],
+        {"fields": ["name", "state"]},
+    )
+    unknown = sorted(set(modules) - {module["name"] for module in found})
+    if unknown:
+        return {"unknown": unknown}
+    ids = [module["id"] for module in found]
+    client.execute_kw(
+        db, uid, admin_password, "ir.module.module", "button_immediate_install", [ids]
+    )
+    not_installed = client.execute_kw(
+        db,
+        uid,
+        admin_password,
+        "ir.module.module",
+        "search_read",
+        [[("id", "in", ids), ("state", "!=", "installed")]],
+        {"fields": ["name"]},
+    )
+    if not_installed:
+        return {"not_installed": [module["name"] for module in not_installed]}
+    return {}

@@ -38,6 +38,7 @@ __all__ = [
     "PARTIAL_COPY_MARK",
     "check_path",
     "copy_tree",
+    "exists",
     "is_partial_copy",
     "partial_copy_path",
     "remove_tree",
@@ -61,6 +62,7 @@ _COPY_SCRIPT = (
     'if [ -e "$dst" ] || [ -L "$dst" ]; then exit 5; fi; exit 7; fi'
 )
 _REMOVE_SCRIPT = 'if [ ! -e "$1" ] && [ ! -L "$1" ]; then exit 3; fi; rm -rf -- "$1" || exit 6'
+_EXISTS_SCRIPT = 'if [ -e "$1" ] || [ -L "$1" ]; then exit 0; fi; exit 3'
 _MISSING, _NOT_A_DIRECTORY, _EXISTS, _TEMP_EXISTS = 3, 4, 5, 8
 
 
@@ -210,6 +212,17 @@ def remove_tree(session, path):
         raise _command_error(session, f"removing {path} failed", result)
     _logger.info("ssh %s: removed %s in %.2f s", session.who, path, time.monotonic() - started)
     return True
+
+
+def exists(session, path):
+    """Whether ``path`` exists on the host (a dangling symlink counts). Reads only."""
+    path = check_path(path)
+    result = _helper(session, "saas-path-exists", _EXISTS_SCRIPT, path)
+    if result.exit_status == 0:
+        return True
+    if result.exit_status == _MISSING:
+        return False
+    raise _command_error(session, f"cannot check {path}", result)
 
 
 def _command_error(session, what, result):

@@ -28,9 +28,9 @@ class ProvisionResult:
     duration_s: float
 
 
-def _copy_filestore(ssh_settings, source_dir, target_dir):
+def _copy_filestore(ssh_settings, source_dir, target_dir, temp_dir):
     with ssh.SshSession(ssh_settings) as session:
-        return filestore.copy_tree(session, source_dir, target_dir)
+        return filestore.copy_tree(session, source_dir, target_dir, temp_dir=temp_dir)
 
 
 def _remove_filestore(ssh_settings, target_dir):
@@ -48,6 +48,7 @@ def provision(
     target_dir,
     base_url=None,
     strategy=None,
+    temp_dir=None,
 ):
     """Clone database ``template`` into ``target`` and copy ``source_dir`` to ``target_dir``.
 
@@ -56,6 +57,8 @@ def provision(
     :param source_dir: the template's filestore on the server.
     :param target_dir: the new database's filestore (must not exist).
     :param base_url: the clone's ``web.base.url``.
+    :param temp_dir: the hidden sibling the filestore is copied in before its rename
+        (:func:`filestore.partial_copy_path`), for a caller that journals it first.
     :returns: a :class:`ProvisionResult`.
     :raises RemoteError: the first failure (the clone's if both failed), once what
         the other half made is removed. Nothing that existed before is touched: a
@@ -63,7 +66,7 @@ def provision(
     """
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="saas-filestore") as pool:
-        copy = pool.submit(_copy_filestore, ssh_settings, source_dir, target_dir)
+        copy = pool.submit(_copy_filestore, ssh_settings, source_dir, target_dir, temp_dir)
         clone_result = clone_error = None
         try:
             clone_result = postgres.clone_database(
@@ -99,3 +102,30 @@ def provision(
         except RemoteError:
             _logger.exception("Could not remove %s after the clone failed", target_dir)
     raise clone_error or copy_error
+
+
+def taken(pg_params, ssh_settings, target, target_dir):
+    """What of ``target`` (database) and ``target_dir`` (filestore) exists already.
+
+    Reads only. A provision refuses a target that exists: what is there is not its
+    own, and a provision removes only what it made.
+
+    :returns: the list of the existing ones, as text for a message (empty: both free).
+    """
+    found = []
+    if postgres.database_exists(pg_params, target):
+        found.append(f"database {target}")
+    with ssh.SshSession(ssh_settings) as session:
+        if filestore.exists(session, target_dir):
+            found.append(f"directory {target_dir}")
+    return found
+
+
+def remove(pg_params, ssh_settings, databases=(), directories=()):
+    """Drop ``databases`` and remove ``directories`` on one server; idempotent."""
+    for name in databases:
+        postgres.drop_database(pg_params, name)
+    if directories:
+        with ssh.SshSession(ssh_settings) as session:
+            for path in directories:
+                filestore.remove_tree(session, path)

@@ -6,7 +6,7 @@ import uuid
 import psycopg2
 
 from odoo.tests import HttpCase, TransactionCase
-from odoo.tools import config
+from odoo.tools import config, mute_logger
 
 from ..remote import postgres
 
@@ -83,6 +83,7 @@ SSH_ENV = (
     "SAAS_TEST_SSH_HOST_KEY_FILE",
 )
 LOGGERS = (
+    "odoo.addons.saas_manager.models.saas_operation",
     "odoo.addons.saas_manager.models.saas_template",
     "odoo.addons.saas_manager.models.saas_instance",
     "odoo.addons.saas_manager.remote.odoo_rpc",
@@ -149,6 +150,19 @@ class SelfManagedCase(HttpCase, SaasCase):
             shutil.rmtree(os.path.join(self.filestore_root, db_name), ignore_errors=True)
 
         self.addCleanup(drop)
+
+    def run_operations(self):
+        """Run the queued operations now, as the operations cron would."""
+        with mute_logger(*LOGGERS, "odoo.addons.saas_manager.models.saas_operation"):
+            self.env["saas.operation"]._run_until_idle()
+        self.env.invalidate_all()
+
+    def provision(self, instance):
+        """Press Provision, then run the operation it queued."""
+        action = instance.action_provision()
+        self.assertEqual(action["params"]["type"], "info", action)
+        self.run_operations()
+        return instance
 
     def make_template(self, **vals):
         values = {

@@ -38,8 +38,7 @@ class TestProvisioning(SelfManagedCase):
         self.assertEqual(self.module_state(template.database_name, "base_import"), "installed")
         template_params = self.config_params(template.database_name)
 
-        first = self.make_instance(template)
-        self.assertEqual(first.action_provision(), True, first.error)
+        first = self.provision(self.make_instance(template))
         self.assertEqual(first.state, "running")
         self.assertTrue(first.provisioned_date)
         params = self.config_params(first.database_name)
@@ -54,8 +53,7 @@ class TestProvisioning(SelfManagedCase):
                 sorted(os.listdir(source_store)),
             )
 
-        second = self.make_instance(template)
-        second.action_provision()
+        second = self.provision(self.make_instance(template))
         self.assertEqual(second.state, "running")
         self.assertNotEqual(
             self.config_params(second.database_name)["database.uuid"], params["database.uuid"]
@@ -67,8 +65,7 @@ class TestProvisioning(SelfManagedCase):
             self.Server.get_available_server(min_capacity_percent=40)
 
         # the last of three slots is taken, then the server is full
-        third = self.make_instance(template)
-        third.action_provision()
+        third = self.provision(self.make_instance(template))
         self.assertEqual(third.state, "running")
         full = self.make_instance(template)
         with self.assertRaises(UserError) as caught:
@@ -79,10 +76,11 @@ class TestProvisioning(SelfManagedCase):
 
         # terminating frees the slot and removes the database and filestore
         first.action_terminate()
+        self.run_operations()
         self.assertEqual(first.state, "terminated")
         self.assertFalse(postgres.database_exists(self.pg, first.database_name))
         self.assertFalse(os.path.exists(os.path.join(self.filestore_root, first.database_name)))
-        full.action_provision()
+        self.provision(full)
         self.assertEqual(full.state, "running")
 
     def test_refusals_change_nothing(self):
@@ -136,9 +134,7 @@ class TestProvisioning(SelfManagedCase):
         os.makedirs(os.path.join(target, "kept"))
         source = os.path.join(self.filestore_root, template.database_name)
         os.makedirs(source, exist_ok=True)
-        with mute_logger(*LOGGERS, "odoo.addons.saas_manager.remote.postgres"):
-            action = instance.action_provision()
-        self.assertEqual(action["params"]["type"], "danger")
+        self.provision(instance)
         self.assertEqual(instance.state, "failed")
         self.assertIn("exists", instance.error)
         self.assertFalse(postgres.database_exists(self.pg, instance.database_name))
@@ -146,6 +142,7 @@ class TestProvisioning(SelfManagedCase):
         self.assertEqual(self.server.instance_count, 0, "a failed instance frees its slot")
         shutil.rmtree(target)
         instance.action_retry()
+        self.run_operations()
         self.assertEqual(instance.state, "running")
 
     def test_terminating_a_failed_instance_drops_nothing(self):
@@ -169,8 +166,7 @@ class TestProvisioning(SelfManagedCase):
             conn.close()
         self.drop_later(foreign)
         instance = self.make_instance(template, database_name=foreign)
-        with mute_logger(*LOGGERS):
-            instance.action_provision()
+        self.provision(instance)
         self.assertEqual(instance.state, "failed")
         self.assertIn("exists", instance.error)
         instance.action_terminate()

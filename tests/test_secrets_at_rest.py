@@ -199,7 +199,7 @@ class TestDumpHoldsNoSecret(SaasCase):
                     **values,
                 }
             )
-            cr.commit()  # pylint: disable=invalid-commit - a dump sees committed data only
+            cr.commit()  # pylint: disable=invalid-commit
             server_id = server.id
         try:
             environ = dict(os.environ)
@@ -218,7 +218,7 @@ class TestDumpHoldsNoSecret(SaasCase):
         finally:
             with db_connect(dbname).cursor() as cr:
                 cr.execute("DELETE FROM saas_server WHERE id = %s", [server_id])
-                cr.commit()  # pylint: disable=invalid-commit - undo the committed server
+                cr.commit()  # pylint: disable=invalid-commit
         self.assertIn("Dumped", dump, "the dump holds the server")
         self.assertIn(secret_box.PREFIX, dump, "and its ciphertexts")
         for value in values.values():

@@ -50,15 +50,13 @@ class TestNoAuthorizationByContext(SaasCase):
         hostile.write({"database_name": "another_customers_db"})  # a draft: allowed
         for vals in (
             {"state": "running"},
-            {"provisioned_database": "another_customers_db"},
             {"error": "x"},
             {"provisioned_date": "2026-01-01 00:00:00"},
         ):
             with self.subTest(vals=vals), self.assertRaises(AccessError):
                 hostile.write(vals)
         self.assertEqual(instance.state, "draft")
-        self.assertFalse(instance.provisioned_database)
-        # Terminate of that draft drops nothing: it has nothing recorded as made.
+        # Terminate of that draft drops nothing: no provisioning journalled anything.
         with patch.object(postgres, "drop_database") as drop:
             hostile.action_terminate()
         drop.assert_not_called()
@@ -148,6 +146,7 @@ class TestNoAuthorizationByContext(SaasCase):
         remote.assert_not_called()
         exists.assert_not_called()
         self.assertEqual(instance.state, "draft")
+        self.assertFalse(instance.operation_ids, "nothing queued")
 
     def test_host_key_validated_at_save(self):
         with self.assertRaises(ValidationError):
@@ -189,14 +188,13 @@ class TestContextOverJsonRpc(HttpCase, SaasCase):
                 "rpc_manager_pw_1",
                 "saas.instance",
                 "write",
-                [[instance.id], {"state": "running", "provisioned_database": "victim"}],
+                [[instance.id], {"state": "running", "error": False}],
                 {"context": {"saas_instance_action": True}},
             )
         self.assertIn("error", answer)
         self.assertIn("AccessError", answer["error"]["data"]["name"])
         instance.invalidate_recordset()
         self.assertEqual(instance.state, "draft")
-        self.assertFalse(instance.provisioned_database)
         # The same manager may still rename the draft: that alone drops nothing.
         answer = self.jsonrpc(
             "object",
@@ -271,7 +269,7 @@ class TestFindingsOnRealSystems(SelfManagedCase):
         self.assertEqual(template.state, "failed")
         self.assertFalse(postgres.database_exists(self.pg, template.database_name))
 
-    def test_5_failing_chatter_after_the_clone_leaves_nothing(self):
+    def test_5_failing_record_after_the_clone_leaves_nothing(self):
         template = self.make_template()
         with mute_logger(*LOGGERS):
             self.assertTrue(template._create_database(), template.error)
@@ -279,13 +277,18 @@ class TestFindingsOnRealSystems(SelfManagedCase):
         os.makedirs(os.path.join(source, "ab"), exist_ok=True)
         with open(os.path.join(source, "ab", "file"), "w") as handle:
             handle.write("attachment")
-        # As found: a manager without an email address; Odoo refuses to post their
-        # message, after the clone and the copy.
-        manager = make_manager(self.env, login="no_email_manager", email=False)
-        manager.partner_id.email = False
         instance = self.make_instance(template)
-        with mute_logger(*LOGGERS), self.assertRaises(UserError):
-            instance.with_user(manager).action_provision()
+        real_post = type(instance).message_post
+
+        def failing_post(record, **kwargs):
+            if "Provisioned" in str(kwargs.get("body")):
+                raise UserError("the chatter refused the message")
+            return real_post(record, **kwargs)
+
+        with patch.object(type(instance), "message_post", failing_post):
+            self.provision(instance)
+        self.assertEqual(instance.state, "failed")
+        self.assertIn("chatter refused", instance.error)
         self.assertFalse(postgres.database_exists(self.pg, instance.database_name))
         self.assertFalse(
             os.path.exists(os.path.join(self.filestore_root, instance.database_name)),
@@ -297,17 +300,39 @@ class TestFindingsOnRealSystems(SelfManagedCase):
             if name.startswith(f".{instance.database_name}.saas-copy-")
         ]
         self.assertEqual(leftovers, [])
+        journal = instance.operation_ids.journal_ids
+        self.assertEqual(set(journal.mapped("state")), {"removed"})
+        # As found, a manager without an email address: the operation runs as the
+        # system, so their provision works and what it made is recorded.
+        manager = make_manager(self.env, login="no_email_manager", email=False)
+        manager.partner_id.email = False
+        other = self.make_instance(template)
+        other.with_user(manager).action_provision()
+        self.run_operations()
+        self.assertEqual(other.state, "running", other.error)
+        self.assertEqual(other.operation_ids.user_id, manager)
+        self.assertEqual(
+            set(other._made_by_provisioning().mapped("name")),
+            {
+                other.database_name,
+                os.path.join(self.filestore_root, other.database_name),
+                *other.operation_ids.journal_ids.filtered(
+                    lambda entry: ".saas-copy-" in entry.name
+                ).mapped("name"),
+            },
+        )
 
     def test_existing_database_refused_before_anything_is_made(self):
         template = self.make_template()
         template.state = "ready"
         foreign = self.create_foreign_database()
         instance = self.make_instance(template, database_name=foreign)
-        with patch.object(provision, "provision") as remote, mute_logger(*LOGGERS):
-            instance.action_provision()
+        with patch.object(provision, "provision") as remote:
+            self.provision(instance)
         remote.assert_not_called()
         self.assertEqual(instance.state, "failed")
         self.assertIn("already exists", instance.error)
-        self.assertFalse(instance.provisioned_database)
+        self.assertFalse(instance.operation_ids.journal_ids, "nothing journalled, nothing made")
         instance.action_terminate()
+        self.assertEqual(instance.state, "terminated")
         self.assertTrue(postgres.database_exists(self.pg, foreign))

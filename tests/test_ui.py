@@ -5,6 +5,7 @@ register it by the browser's own origin, test its connection, activate it and
 provision an instance on it from a real template database.
 """
 
+import json
 import os
 import secrets
 import shutil
@@ -74,7 +75,7 @@ class TestUiTemplate(SelfManagedUiCase):
             name="Tour Template Server", master_password="tour-master-" + secrets.token_hex(4)
         )
         server.state = "active"
-        cron = self.env.ref("saas_manager.ir_cron_saas_template_create")
+        cron = self.env.ref("saas_manager.ir_cron_saas_operation_run")
         triggers_before = self.env["ir.cron.trigger"].search_count([("cron_id", "=", cron.id)])
         self.run_tour(
             f"/odoo?{urlencode({'saas_server': server.name})}", "saas_manager_template_tour"
@@ -158,7 +159,25 @@ class TestUiProvisioning(SelfManagedUiCase):
         self.run_tour(f"/odoo?{query}", "saas_manager_instance_tour", timeout=120)
         instance = self.Instance.search([("database_name", "=", self.instance_db)])
         self.assertEqual(len(instance), 1)
+        self.assertEqual(instance.state, "provisioning", "the button only queued it")
+        admin = self.env.ref("base.user_admin")
+        self.assertEqual(instance.operation_ids.user_id, admin)
+        with mute_logger(*LOGGERS):
+            self.env["saas.operation"]._run_until_idle()
+        self.env.invalidate_all()
         self.assertEqual(instance.state, "running", instance.error)
+        # Whoever asked is told, and their open view refreshed, over the bus.
+        sent = self.env["bus.bus"].search([("message", "like", "saas_manager.operation_done")])
+        payloads = [json.loads(row.message)["payload"] for row in sent]
+        self.assertIn(
+            {
+                "model": "saas.instance",
+                "res_id": instance.id,
+                "operation_id": instance.operation_ids.id,
+            },
+            payloads,
+        )
+        self.run_tour(f"/odoo?{query}", "saas_manager_instance_running_tour", timeout=120)
         self.assertEqual(instance.server_id, self.server)
         self.assertEqual(instance.template_id, self.template)
         self.assertTrue(instance.provisioned_date)

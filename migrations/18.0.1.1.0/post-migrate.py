@@ -11,6 +11,8 @@ import logging
 
 from psycopg2 import sql
 
+from odoo import SUPERUSER_ID, api
+
 from odoo.addons.saas_manager.models.saas_secret_mixin import CIPHER_SUFFIX, secret_key_setting
 from odoo.addons.saas_manager.remote import secret_box
 
@@ -72,6 +74,56 @@ def encrypt_clear_columns(cr, tables=None):
     return count
 
 
+def adopt_provisioned_instances(env):
+    """Record, in the operations journal, what 18.0.1.0.0's provisions made.
+
+    Terminate drops only what a provision's journal lists; instances provisioned
+    before the journal existed get a done provision operation listing their
+    database and filestore, as that version's Terminate would have dropped.
+    """
+    instances = env["saas.instance"].search(
+        [("state", "in", ("running", "suspended")), ("operation_ids", "=", False)]
+    )
+    for instance in instances:
+        server = instance.server_id
+        operation = env["saas.operation"].create(
+            {
+                "kind": "provision",
+                "state": "done",
+                "instance_id": instance.id,
+                "server_id": server.id,
+                "attempt": 1,
+                "step": "Provisioned before the operations journal existed",
+                "user_id": env.uid,
+            }
+        )
+        env["saas.operation.journal"].create(
+            [
+                {
+                    "operation_id": operation.id,
+                    "attempt": 1,
+                    "kind": kind,
+                    "server_id": server.id,
+                    "name": name,
+                    "state": "kept",
+                }
+                for kind, name in (
+                    ("database", instance.database_name),
+                    ("directory", server._filestore_path(instance.database_name)),
+                )
+            ]
+        )
+    return len(instances)
+
+
 def migrate(cr, version):
-    if version:
-        encrypt_clear_columns(cr)
+    if not version:
+        return
+    encrypt_clear_columns(cr)
+    env = api.Environment(cr, SUPERUSER_ID, {})
+    # Template creation runs on the operations engine now.
+    old_cron = env.ref("saas_manager.ir_cron_saas_template_create", raise_if_not_found=False)
+    if old_cron:
+        old_cron.unlink()
+    adopted = adopt_provisioned_instances(env)
+    _logger.info("%s provisioned instance(s) recorded in the operations journal", adopted)

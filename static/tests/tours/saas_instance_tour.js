@@ -95,6 +95,30 @@ registry.category("web_tour.tours").add("saas_manager_instance_tour", {
                 run: "click",
             },
             {
+                content: "It is queued: the statusbar shows Provisioning",
+                trigger: ".o_statusbar_status button[data-value=provisioning][aria-checked=true]",
+            },
+            {
+                content: "The operation in progress is shown",
+                trigger: ".o_form_view .alert-info .o_field_widget[name=running_operation_id]",
+            },
+        ];
+    },
+});
+
+// Once the operation ran (tests/test_ui.py runs the queue between the tours).
+registry.category("web_tour.tours").add("saas_manager_instance_running_tour", {
+    steps: () => {
+        const params = new URLSearchParams(window.location.search);
+        const databaseName = params.get("saas_instance_db");
+        return [
+            ...stepUtils.goToAppSteps("saas_manager.saas_manager_menu_root", "Open SaaS Manager"),
+            {
+                content: "The list shows the instance Running",
+                trigger: `.o_list_view .o_data_row:contains(${INSTANCE_NAME}) td[name=state]:contains(Running)`,
+                run: "click",
+            },
+            {
                 content: "The statusbar shows Running",
                 trigger: ".o_statusbar_status button[data-value=running][aria-checked=true]:contains(Running)",
             },
@@ -103,13 +127,8 @@ registry.category("web_tour.tours").add("saas_manager_instance_tour", {
                 trigger: `.o_form_view .o_field_widget[name=url]:contains(${databaseName})`,
             },
             {
-                content: "Back to the instance list",
-                trigger: ".o_breadcrumb .breadcrumb-item a:contains(Instances)",
-                run: "click",
-            },
-            {
-                content: "The list shows the instance Running",
-                trigger: `.o_list_view .o_data_row:contains(${INSTANCE_NAME}) td[name=state]:contains(Running)`,
+                content: "Its provisioning is one operation",
+                trigger: ".o_form_view button[name=action_view_operations] .o_stat_value:contains(1)",
             },
         ];
     },

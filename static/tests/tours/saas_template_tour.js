@@ -60,7 +60,7 @@ registry.category("web_tour.tours").add("saas_manager_template_tour", {
             },
             {
                 content: "The work is queued",
-                trigger: ".o_notification:contains(Template database queued)",
+                trigger: ".o_notification:contains(Queued)",
             },
             {
                 content: "The template shows Creating",

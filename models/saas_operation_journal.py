@@ -1,0 +1,33 @@
+from odoo import fields, models
+
+
+class SaasOperationJournal(models.Model):
+    """What an operation's attempt made, or was about to make, on a server.
+
+    Written and committed before the step that makes it starts. ``pending``:
+    may exist, removed if the attempt fails or its worker dies; ``kept``: the
+    operation succeeded and the thing belongs to its record now (what Terminate
+    drops); ``removed``: undone.
+    """
+
+    _name = "saas.operation.journal"
+    _description = "SaaS Operation Journal Entry"
+    _order = "id"
+
+    operation_id = fields.Many2one(
+        "saas.operation", required=True, readonly=True, index=True, ondelete="cascade"
+    )
+    attempt = fields.Integer(readonly=True)
+    kind = fields.Selection(
+        [("database", "Database"), ("directory", "Directory")], required=True, readonly=True
+    )
+    server_id = fields.Many2one("saas.server", required=True, readonly=True, ondelete="cascade")
+    name = fields.Char(required=True, readonly=True, help="Database name, or path on the server.")
+    state = fields.Selection(
+        [("pending", "Pending"), ("kept", "Kept"), ("removed", "Removed")],
+        default="pending",
+        required=True,
+        readonly=True,
+        index=True,
+    )
+    error = fields.Char(readonly=True, help="Why removing it failed, if it did.")
