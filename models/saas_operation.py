@@ -492,7 +492,9 @@ class _Runner:
         else:
             permanent = True
             if not isinstance(exc, UserError):
-                _logger.error("Operation %s failed on an unexpected error", operation.id, exc_info=exc)
+                _logger.error(
+                    "Operation %s failed on an unexpected error", operation.id, exc_info=exc
+                )
         run.generator.close()
         self._undo_attempt(operation)
         self._retry_or_fail(operation, reason, permanent)

@@ -282,7 +282,7 @@ class TestFindingsOnRealSystems(SelfManagedCase):
 
         def failing_post(record, **kwargs):
             if "Provisioned" in str(kwargs.get("body")):
-                raise UserError("the chatter refused the message")
+                raise UserError("the chatter refused the message")  # pylint: disable=translation-required
             return real_post(record, **kwargs)
 
         with patch.object(type(instance), "message_post", failing_post):
