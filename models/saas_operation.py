@@ -307,8 +307,11 @@ class _Runner:
     def __init__(self, operations):
         self.Operation = operations
         self.env = operations.env
-        self.max_workers = int(
-            self.env["ir.config_parameter"].get_param("saas_manager.max_parallel_operations", 4)
+        params = self.env["ir.config_parameter"]
+        self.max_workers = int(params.get_param("saas_manager.max_parallel_operations", 4))
+        # Seconds between attempts, times the attempt number (shorter in the crash tests).
+        self.retry_delay_s = float(
+            params.get_param("saas_manager.operation_retry_delay_s", operations._retry_delay_s)
         )
         self.active = {}  # operation id -> _Running
 
@@ -357,6 +360,19 @@ class _Runner:
     def _unlock(self, operation_id):
         self.lease.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, operation_id])
 
+    def _see_past_the_lock(self):
+        """Read, from now on, what the runner that held a lock just taken committed.
+
+        The ORM's cursor is REPEATABLE READ: its snapshot may be older than the
+        commit of the runner that held the lock (it commits, then unlocks), and the
+        cache older still; then a finished operation would look queued (run twice)
+        or running with pending journal entries (its kept database dropped). A new
+        transaction and an empty cache show the rows as of after the lock.
+        """
+        if not _testing():
+            self.env.cr.commit()  # pylint: disable=invalid-commit
+        self.env.invalidate_all()
+
     # --- claiming ------------------------------------------------------------
 
     def _claim(self):
@@ -388,7 +404,7 @@ class _Runner:
                 continue
             if not self._try_lock(operation.id):
                 continue  # another runner has it
-            operation.invalidate_recordset()
+            self._see_past_the_lock()
             if operation.state != "queued":
                 self._unlock(operation.id)
                 continue
@@ -510,7 +526,7 @@ class _Runner:
         operation.invalidate_recordset()
         now = fields.Datetime.now()
         if not permanent and operation.attempt < operation.max_attempts:
-            delay = self.Operation._retry_delay_s * operation.attempt
+            delay = self.retry_delay_s * operation.attempt
             operation.write(
                 {
                     "state": "queued",
@@ -582,7 +598,7 @@ class _Runner:
         for operation in running:
             if operation.id in self.active or not self._try_lock(operation.id):
                 continue
-            operation.invalidate_recordset()
+            self._see_past_the_lock()
             if operation.state != "running":
                 self._unlock(operation.id)
                 continue

@@ -19,9 +19,36 @@ after the process that started it is gone.
 
 Removing is idempotent: :func:`remove_tree` of a missing path returns False.
 
+**A copy shares the files of its source** (``cp -al``: hard links; where they are
+impossible, e.g. across filesystems or past a file's link limit, ``cp -a
+--reflink=auto``: a copy sharing blocks on filesystems that have reflinks, a full
+copy elsewhere). The directories are new, so a file added to or removed from one
+tree never shows in the other; it costs one link per file instead of its bytes.
+That is safe because Odoo never writes into an existing filestore file, which
+``odoo/addons/base/models/ir_attachment.py`` of Odoo 18.0 shows:
+
+- ``_get_path``: a file's name is the SHA-1 of its content (``<sha[:2]>/<sha>``):
+  the filestore is content-addressed, new content means a new name;
+- ``_file_write``: ``open(full_path, 'wb')`` only ``if not os.path.exists(full_path)``
+  (an attachment whose content changes gets a new file, the old one is left);
+- ``_mark_for_gc`` (called by ``_file_write`` and ``_file_delete``): creates an empty
+  marker under ``checklist/`` with ``open(path, 'ab')`` only when missing, writing
+  nothing;
+- ``_file_delete`` only marks; ``_gc_file_store_unsafe`` removes with ``os.unlink``
+  (one name: the other tree's link, and the data, stay).
+
+Nothing else in Odoo writes there (``db.duplicate``/``restore`` make a new tree with
+``shutil.copytree``). So a shared file is read-only in practice, and each tree sees
+only its own changes (``tests/test_filestore_sharing.py`` writes, rewrites and
+garbage-collects attachments in a template and its clone). Disk accounting: a file
+shared by N trees uses its blocks once; ``du`` counts a hard-linked file once per
+invocation (``du -s filestore`` counts it once, ``du -s filestore/<db>`` alone counts
+it whole for each database), and ``df`` shows the real use. A tree that is removed
+frees only the files no other tree links.
+
 The helper scripts are constants: paths reach them only as positional parameters
 (``$1``, ``$2``...), each quoted by :func:`shlex.quote`, so no path is ever parsed as
-shell code. The host needs GNU coreutils (``cp -a``, ``mv -T``).
+shell code. The host needs GNU coreutils (``cp -al``, ``cp --reflink``, ``mv -T``).
 """
 
 import logging
@@ -57,7 +84,10 @@ _COPY_SCRIPT = (
     'if [ ! -d "$src" ]; then exit 4; fi; '
     'if [ -e "$dst" ] || [ -L "$dst" ]; then exit 5; fi; '
     'if [ -e "$tmp" ] || [ -L "$tmp" ]; then exit 8; fi; '
-    'if ! cp -a -- "$src/." "$tmp"; then rm -rf -- "$tmp"; exit 6; fi; '
+    # Hard links first (same filesystem); else a copy, sharing blocks where the
+    # filesystem has reflinks. A half-made set of links is removed before the copy.
+    'if ! cp -al -- "$src/." "$tmp" 2>/dev/null; then rm -rf -- "$tmp"; '
+    'if ! cp -a --reflink=auto -- "$src/." "$tmp"; then rm -rf -- "$tmp"; exit 6; fi; fi; '
     'if ! mv -T -- "$tmp" "$dst"; then rm -rf -- "$tmp"; '
     'if [ -e "$dst" ] || [ -L "$dst" ]; then exit 5; fi; exit 7; fi'
 )
@@ -124,10 +154,11 @@ def copy_tree(session, src_dir, dst_dir, *, temp_dir=None):
     a database's filestore on its first attachment, so a template without
     attachments has none and there is nothing to copy (nothing is created then).
 
-    The copy (``cp -a``: modes, timestamps, symlinks kept) goes to ``temp_dir``, a
-    hidden sibling of ``dst_dir`` from :func:`partial_copy_path` (a new one when not
-    given), renamed to ``dst_dir`` once complete, so ``dst_dir`` appears whole or not
-    at all; on failure the sibling is removed. Nothing that existed before is
+    The copy (``cp -al``: hard links; ``cp -a --reflink=auto`` where links are
+    impossible; modes, timestamps, symlinks kept; see the module's docstring) goes
+    to ``temp_dir``, a hidden sibling of ``dst_dir`` from :func:`partial_copy_path`
+    (a new one when not given), renamed to ``dst_dir`` once complete, so ``dst_dir``
+    appears whole or not at all; on failure the sibling is removed. Nothing that existed before is
     touched. The parent directory of ``dst_dir`` must exist.
 
     Raises :class:`RemotePathExists` (``dst_dir`` or ``temp_dir`` exists),
