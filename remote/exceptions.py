@@ -18,6 +18,10 @@ class InvalidDatabaseName(InvalidInput):
     """A database name breaks Odoo's naming rule or is reserved."""
 
 
+class HandoverError(RemoteError):
+    """A clone cannot be handed to its customer (the template lacks what it needs)."""
+
+
 class SecretKeyError(RemoteError):
     """The key that encrypts stored secrets is missing, malformed or not the right one."""
 
@@ -100,3 +104,38 @@ class SshCommandError(SshError):
 
 class RemotePathExists(SshError):
     """A copy was refused because its target already exists."""
+
+
+# --- backup storages and backups ------------------------------------------
+
+
+class StorageError(RemoteError):
+    """A backup storage refused or failed an operation; no partial object is left."""
+
+
+class StorageAuthError(StorageError):
+    """The storage refused the credentials, or the access to the bucket or path."""
+
+
+class StorageFullError(StorageError):
+    """The storage has no room left (disk full, quota exceeded)."""
+
+
+class StorageUnavailable(StorageError):
+    """The storage did not answer: refused, unresolvable, timed out."""
+
+
+class StorageObjectMissing(StorageError):
+    """The object asked for is not in the storage."""
+
+
+class StorageObjectExists(StorageError):
+    """A write was refused because an object of that key exists (it is left untouched)."""
+
+
+class BackupError(RemoteError):
+    """A backup, restore or verification failed; what it had made is removed."""
+
+
+class BackupCorrupted(BackupError):
+    """A stored backup does not match its recorded sha256, or is not an Odoo backup zip."""

@@ -33,6 +33,8 @@ import psycopg2.errors
 from psycopg2 import sql
 
 from .exceptions import DatabaseError, DatabaseExists, InvalidInput
+from .handover import Handover
+from .handover import apply as apply_handover
 from .names import validate_database_name
 
 _logger = logging.getLogger(__name__)
@@ -375,7 +377,7 @@ def _check_base_url(base_url):
 # --- public API --------------------------------------------------------------
 
 
-def clone_database(conn_params, template, target, *, strategy=None, base_url=None):
+def clone_database(conn_params, template, target, *, strategy=None, base_url=None, handover=None):
     """Copy database ``template`` into a new database ``target``.
 
     :param ConnectionParams conn_params: the server's PostgreSQL; the user must
@@ -384,6 +386,8 @@ def clone_database(conn_params, template, target, *, strategy=None, base_url=Non
     :param str strategy: ``"file_copy"``, ``"wal_log"`` or None for
         DEFAULT_STRATEGY; ignored (logged) on PostgreSQL < 15.
     :param str base_url: stored as the clone's ``web.base.url``.
+    :param handover: a :class:`.handover.Handover` applied in the same transaction
+        as the new identity (no extra connection, no Odoo registry loaded).
     :returns: a :class:`CloneResult`.
     :raises InvalidDatabaseName: a bad name, before anything is connected.
     :raises InvalidInput: another bad argument, before anything is connected.
@@ -400,6 +404,8 @@ def clone_database(conn_params, template, target, *, strategy=None, base_url=Non
             f"Unknown clone strategy {strategy!r}: use {', '.join(sorted(STRATEGIES))} or None."
         )
     _check_base_url(base_url)
+    if handover is not None and not isinstance(handover, Handover):
+        raise InvalidInput("handover must be a Handover")
 
     started = time.monotonic()
     version, used_strategy = _copy(conn_params, template, target, strategy)
@@ -414,7 +420,7 @@ def clone_database(conn_params, template, target, *, strategy=None, base_url=Non
     if base_url is not None:
         values["web.base.url"] = base_url
     try:
-        _set_identity(conn_params, target, values)
+        _set_identity(conn_params, target, values, handover)
     except BaseException as exc:
         _logger.warning(
             "Clone of %s into %s failed (setting its identity), dropping %s",
@@ -479,11 +485,14 @@ def _copy(conn_params, template, target, strategy):
     return version, used_strategy
 
 
-def _set_identity(conn_params, target, values):
-    """Write ``values`` into the clone's ``ir_config_parameter``, in one transaction."""
+def _set_identity(conn_params, target, values, handover=None):
+    """Write ``values`` into the clone's ``ir_config_parameter`` and hand it over, in
+    one transaction."""
     # psycopg2 errors go through: clone_database words them with what it undid.
     with _session(conn_params, target, autocommit=False) as conn, conn, conn.cursor() as cr:
         _set_params(cr, values)
+        if handover is not None:
+            apply_handover(cr, handover)
 
 
 def _drop(cr, name, version):
@@ -539,3 +548,52 @@ def database_exists(conn_params, name):
     failure = f"Cannot look up database {name!r}"
     with _session(conn_params, MAINTENANCE_DB, failure) as conn, conn.cursor() as cr:
         return _exists(cr, name)
+
+
+def set_connections_allowed(conn_params, name, allowed):
+    """Allow or refuse connections to database ``name`` (suspend / resume).
+
+    Refusing also ends the sessions open on it, so its users and the hosting
+    Odoo's workers and crons lose it at once (Odoo lists only the databases that
+    allow connections). The data is not touched. Idempotent.
+
+    :raises DatabaseError: the database does not exist, or the change failed.
+    """
+    _check_params(conn_params)
+    validate_database_name(name)
+    failure = f"Cannot {'resume' if allowed else 'suspend'} database {name!r}"
+    with _session(conn_params, MAINTENANCE_DB, failure) as conn, conn.cursor() as cr:
+        if not _exists(cr, name):
+            raise DatabaseError(f"Database {name!r} does not exist.")
+        cr.execute(
+            sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+                sql.Identifier(name), sql.SQL("true" if allowed else "false")
+            )
+        )
+        if not allowed:
+            _terminate_sessions(cr, name)
+    _logger.info("Database %s %s", name, "resumed" if allowed else "suspended")
+
+
+def connections_allowed(conn_params, name):
+    """Whether database ``name`` accepts connections (None when it does not exist)."""
+    _check_params(conn_params)
+    with _session(conn_params, MAINTENANCE_DB, f"Cannot look up {name!r}") as conn:
+        with conn.cursor() as cr:
+            cr.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", (name,))
+            row = cr.fetchone()
+    return row[0] if row else None
+
+
+def run_in_database(conn_params, name, func):
+    """Run ``func(cursor)`` in one transaction on database ``name``; return its result.
+
+    Committed when ``func`` returns, rolled back when it raises (its exception goes
+    through; a psycopg2 error becomes a :class:`DatabaseError`).
+    """
+    _check_params(conn_params)
+    validate_database_name(name)
+    failure = f"Cannot update database {name!r}"
+    with _session(conn_params, name, failure, autocommit=False) as conn, conn:
+        with conn.cursor() as cr:
+            return func(cr)

@@ -49,6 +49,7 @@ def provision(
     base_url=None,
     strategy=None,
     temp_dir=None,
+    handover=None,
 ):
     """Clone database ``template`` into ``target`` and copy ``source_dir`` to ``target_dir``.
 
@@ -59,6 +60,7 @@ def provision(
     :param base_url: the clone's ``web.base.url``.
     :param temp_dir: the hidden sibling the filestore is copied in before its rename
         (:func:`filestore.partial_copy_path`), for a caller that journals it first.
+    :param handover: a :class:`.handover.Handover`, applied with the clone's identity.
     :returns: a :class:`ProvisionResult`.
     :raises RemoteError: the first failure (the clone's if both failed), once what
         the other half made is removed. Nothing that existed before is touched: a
@@ -70,7 +72,12 @@ def provision(
         clone_result = clone_error = None
         try:
             clone_result = postgres.clone_database(
-                pg_params, template, target, base_url=base_url, strategy=strategy
+                pg_params,
+                template,
+                target,
+                base_url=base_url,
+                strategy=strategy,
+                handover=handover,
             )
         except RemoteError as exc:
             clone_error = exc
