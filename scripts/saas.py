@@ -287,7 +287,9 @@ def odoo_suite(odoo_src, python, tags=None):
                 except ServiceError as exc:
                     util.log(str(exc))
                     return False, f"{label} did not start"
-            server = OdooServer(work, odoo_src, python, pg)
+            # dbfilter: the test server serves its instances too (their login and
+            # reset-password pages), not only the database under test.
+            server = OdooServer(work, odoo_src, python, pg, options={"dbfilter": ".*"})
             os.environ.update(
                 SAAS_TEST_MASTER_PASSWORD=server.master_password,
                 SAAS_TEST_SSH_PORT=str(sshd.port),
