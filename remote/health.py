@@ -9,7 +9,10 @@ outcome and a health check cannot crash on a misconfigured server.
 
 :func:`probe_many` runs probes in a bounded thread pool and returns plain
 results; it calls nothing back, so the Odoo cron can write every result with
-the ORM in its own thread afterwards.
+the ORM in its own thread afterwards. With ``sweep_timeout`` its total time is
+bounded: a probe that did not run or finish by then is *not checked*
+(``checked=False``), which says nothing about the server: the caller must not
+mark it offline.
 """
 
 import concurrent.futures
@@ -41,7 +44,9 @@ class ProbeResult:
     ``online`` is True only for a well-formed ``common.version`` answer;
     ``version`` is its ``server_version`` (e.g. ``"18.0"``); ``error`` is the
     reason, in an operator's words, when offline; ``response_time_ms`` is the
-    time the probe took, also when it failed.
+    time the probe took, also when it failed. ``checked`` is False when the
+    probe did not run or finish within the sweep's time (``online`` is then
+    False too but means *unknown*, not offline).
     """
 
     url: str
@@ -49,6 +54,7 @@ class ProbeResult:
     version: str | None
     response_time_ms: int
     error: str | None
+    checked: bool = True
 
 
 class Target(NamedTuple):
@@ -147,6 +153,7 @@ def probe_many(
     connect_timeout=5.0,
     timeout=10.0,
     max_response_bytes=PROBE_MAX_RESPONSE_BYTES,
+    sweep_timeout=None,
 ):
     """Probe many servers concurrently; return ``{key: ProbeResult}``.
 
@@ -154,15 +161,25 @@ def probe_many(
         ``(key, url, verify)`` tuples; keys must be distinct and hashable.
     :param max_workers: the most probes running at once. A sweep lasts about
         ``ceil(len(targets) / max_workers)`` times ``timeout`` at worst.
+    :param sweep_timeout: the total time allowed (seconds), None for what the
+        rounds need at worst. The probes not finished by then are abandoned and
+        get ``checked=False`` (unknown), never an offline result.
 
     Every key gets a result, whatever happens to the other probes: a probe
     that raises unexpectedly is an offline result with the error. Raises
-    :class:`InvalidInput` only for malformed ``targets`` or ``max_workers``,
-    before any probe starts.
+    :class:`InvalidInput` only for malformed ``targets``, ``max_workers`` or
+    ``sweep_timeout``, before any probe starts.
     """
     found = _targets(targets)
     if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
         raise InvalidInput("max_workers must be a positive integer.")
+    if sweep_timeout is not None and (
+        isinstance(sweep_timeout, bool)
+        or not isinstance(sweep_timeout, int | float)
+        or not math.isfinite(sweep_timeout)
+        or sweep_timeout <= 0
+    ):
+        raise InvalidInput("sweep_timeout must be a positive number of seconds.")
     if not found:
         return {}
     options = {
@@ -181,6 +198,8 @@ def probe_many(
         wait_limit = rounds * (timeout + _SWEEP_GRACE)
     else:
         wait_limit = rounds * _SWEEP_GRACE  # each probe reports the bad timeout at once
+    if sweep_timeout is not None:
+        wait_limit = sweep_timeout
 
     started = time.monotonic()
     results = {}
@@ -196,16 +215,23 @@ def probe_many(
         # Whatever did not finish in time is abandoned, not waited for.
         executor.shutdown(wait=False, cancel_futures=True)
 
-    for target in found:
-        if target.key not in results:
-            _logger.error("Health probe of %s did not finish in time", target.url)
-            results[target.key] = ProbeResult(
-                url=target.url,
-                online=False,
-                version=None,
-                response_time_ms=_elapsed_ms(started),
-                error=f"the probe did not finish within {wait_limit:g} s",
-            )
+    late = [target for target in found if target.key not in results]
+    for target in late:
+        results[target.key] = ProbeResult(
+            url=target.url,
+            online=False,
+            version=None,
+            response_time_ms=_elapsed_ms(started),
+            error=f"not checked: the sweep ran out of its {wait_limit:g} s",
+            checked=False,
+        )
+    if late:
+        _logger.warning(
+            "Health sweep of %d servers: %d not checked within %g s (left unknown)",
+            len(found),
+            len(late),
+            wait_limit,
+        )
     _logger.debug(
         "Probed %d servers in %d ms: %d online",
         len(found),

@@ -311,3 +311,59 @@ def test_collect_many_is_bounded_and_late_ones_are_unknown(pg, params, make_sett
         assert stuck.disk is None
         assert "not collected within" in stuck.disk_error
         assert stuck.postgres is not None
+
+
+# --- a sweep that runs out of time ----------------------------------------------------------
+
+
+def test_sweep_out_of_time_marks_no_healthy_server_offline(pg, params):
+    """200 servers, 60 % slow or dead, a sweep cut short: late ones are unknown, not offline."""
+    import _http_peer as hp
+
+    from remote import health
+
+    healthy_peer = hp.Peer(hp.odoo_version()).start()
+    slow_peer = hp.Peer(hp.delayed(3.0, hp.odoo_version())).start()
+    hang_port, close = hanging_listener()
+    closed = f"http://127.0.0.1:{hp.closed_port()}"
+    dead_pg = ConnectionParams(host="127.0.0.1", port=dead_port(), user="x", connect_timeout=1)
+    slow_pg = ConnectionParams(host="127.0.0.1", port=hang_port, user="x", connect_timeout=2)
+    kinds = {}
+    probe_targets, load_targets = [], []
+    for index in range(200):
+        kind = ("healthy", "slow", "dead", "healthy", "slow")[index % 5]
+        key = f"{kind}-{index}"
+        kinds[key] = kind
+        url = {"healthy": healthy_peer.url, "slow": slow_peer.url, "dead": closed}[kind]
+        probe_targets.append((key, url))
+        pg_params = {"healthy": params, "slow": slow_pg, "dead": dead_pg}[kind]
+        load_targets.append(load.LoadTarget(key=key, postgres=pg_params))
+    try:
+        probes = health.probe_many(
+            probe_targets, max_workers=16, connect_timeout=1.0, timeout=1.0, sweep_timeout=1.5
+        )
+        loads = load.collect_many(load_targets, max_workers=16, timeout=2.5)
+    finally:
+        close()
+        healthy_peer.stop()
+        slow_peer.stop()
+
+    unknown = [key for key, result in probes.items() if not result.checked]
+    assert unknown, "the sweep was meant to run out of time"
+    for key, result in probes.items():
+        if kinds[key] == "healthy":
+            # Answered, or not checked: never offline because the sweep ran out.
+            assert result.online or not result.checked, (key, result)
+        else:
+            assert not result.online
+        if not result.checked:
+            assert not result.online
+            assert "not checked" in result.error
+
+    late = [key for key, result in loads.items() if not result.collected]
+    assert late, "the load sweep was meant to run out of time"
+    for key, result in loads.items():
+        if kinds[key] == "healthy":
+            assert result.postgres is not None or not result.collected, (key, result)
+        if not result.collected:
+            assert result.postgres is None and result.disk is None  # unknown, not zero
