@@ -208,7 +208,9 @@ def probe_many(
     )
     try:
         futures = {executor.submit(_probe_target, target, options): target for target in found}
-        done, _pending = concurrent.futures.wait(futures, timeout=wait_limit)
+        # Measured from the start: starting the threads counts against the budget.
+        remaining = max(wait_limit - (time.monotonic() - started), 0)
+        done, _pending = concurrent.futures.wait(futures, timeout=remaining)
         for future in done:
             results[futures[future].key] = future.result()
     finally:

@@ -630,7 +630,9 @@ def collect_many(targets, *, max_workers=8, timeout=None, command_timeout=30.0):
         for target in found:
             futures[executor.submit(_guarded, "ssh", target, command_timeout)] = (target, "ssh")
             futures[executor.submit(_guarded, "pg", target)] = (target, "pg")
-        done, _pending = concurrent.futures.wait(futures, timeout=timeout)
+        # Measured from the start: starting the threads counts against the budget.
+        remaining = max(timeout - (time.monotonic() - started), 0)
+        done, _pending = concurrent.futures.wait(futures, timeout=remaining)
         for future in done:
             target, part = futures[future]
             parts[target.key, part] = future.result()
