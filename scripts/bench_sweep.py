@@ -60,7 +60,7 @@ def silent_listener():
     return sock.getsockname()[1], close
 
 
-def main():  # noqa: PLR0915 (one linear script)
+def main():  # noqa: PLR0912, PLR0915 (one linear script)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--servers", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=2.0, help="one check's timeout (s)")
@@ -121,7 +121,7 @@ def main():  # noqa: PLR0915 (one linear script)
                 else:
                     url = f"http://127.0.0.1:{port}"
                 ssh = SshSettings(
-                    host=util.LOOPBACK, port=port, username="odoo", password="x",
+                    host=util.LOOPBACK, port=port, username="odoo", password=util.random_password(),
                     host_key=sshd.host_key("ed25519"), connect_timeout=timeout,
                     command_timeout=timeout,
                 )  # fmt: skip
