@@ -41,6 +41,7 @@ import re
 import secrets
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 from . import filestore, postgres
@@ -270,7 +271,7 @@ def manifest_of(archive):
             return json.load(handle)
     except KeyError:
         return {}
-    except (ValueError, zipfile.BadZipFile) as exc:
+    except (ValueError, zipfile.BadZipFile, zlib.error) as exc:
         raise BackupCorrupted(f"the backup's manifest.json is unreadable: {exc}") from None
 
 

@@ -27,7 +27,7 @@ _STDERR_KEEP = 8000
 # result line.
 DUMP_SCRIPT = r"""
 import json, os, signal, subprocess, sys, threading, time, zipfile
-db, store, level, pg_dump = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+db, store, level, pg_dump = sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 stdin = sys.stdin.buffer
 config = json.loads(stdin.readline())
 state = {"child": None}
@@ -47,7 +47,10 @@ argv = [pg_dump, "--no-owner", "--no-password", "--host", config["host"],
 def member(name):
     info = zipfile.ZipInfo(name, time.localtime()[:6])
     info.compress_type = zipfile.ZIP_DEFLATED
-    info._compresslevel = info.compress_level = level
+    try:
+        info.compress_level = level
+    except AttributeError:  # Python < 3.13
+        info._compresslevel = level
     info.external_attr = 0o644 << 16
     return info
 tail = bytearray()
@@ -105,7 +108,7 @@ os._exit(0)
 # ending before Z (the manager is gone) kills psql before its transaction commits.
 RESTORE_SCRIPT = r"""
 import json, os, signal, struct, subprocess, sys, threading
-psql, temp_dir = sys.argv[1], sys.argv[2]
+psql, temp_dir = sys.argv[2], sys.argv[3]
 stdin = sys.stdin.buffer
 state = {"child": None}
 def fail(message, code):

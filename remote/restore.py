@@ -20,6 +20,7 @@ import struct
 import time
 import uuid
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 import psycopg2
@@ -135,7 +136,7 @@ def _load(session, conn_params, archive, members, database, temp_dir, options):
             if errors:
                 raise BackupError(f"the restore on {session.who} failed: {errors}") from None
             raise
-        except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
             raise BackupCorrupted(f"the backup's zip is damaged: {exc}") from None
         status, errors, result = process.finish(timeout=options["idle_timeout"])
     finally:
