@@ -122,7 +122,7 @@ class _S3Reader(io.RawIOBase):
 
     def close(self):
         self._drop_body()
-        super().close()
+        return super().close()
 
 
 class S3Storage(Storage):
@@ -210,7 +210,7 @@ class S3Storage(Storage):
     def _scrub(self, text):
         return str(text).replace(self._secret, "********")
 
-    def _error(self, what, key, exc):
+    def _error(self, what, key, exc):  # noqa: PLR0911 (one mapping, one return each)
         where = self.where
         subject = f"{what} {key}" if key else what
         if isinstance(exc, botocore.exceptions.ClientError):

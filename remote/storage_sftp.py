@@ -79,7 +79,7 @@ class _SftpReader(io.RawIOBase):
     def close(self):
         if not self.closed:
             self._handle.close()
-        super().close()
+        return super().close()
 
 
 class SftpStorage(Storage):
@@ -120,9 +120,12 @@ class SftpStorage(Storage):
             except SshError as exc:
                 session.close()
                 raise StorageUnavailable(f"{self.where}: {exc}") from None
-            except (OSError, EOFError) as exc:
+            except (OSError, EOFError, paramiko.SSHException) as exc:
                 session.close()
-                raise StorageUnavailable(f"{self.where}: cannot start SFTP: {exc}") from None
+                raise StorageUnavailable(
+                    f"{self.where}: cannot start SFTP ({exc}): is the server's sftp "
+                    "subsystem enabled?"
+                ) from None
             self._session = session
         return self._sftp
 
@@ -198,6 +201,13 @@ class SftpStorage(Storage):
                     for chunk in hasher:
                         handle.write(bytes(chunk))
                     handle.flush()
+                # Pipelined writes report their errors late, and paramiko's close()
+                # drops them: the size on the server is what proves the write.
+                written = sftp.stat(tmp).st_size
+                if written != hasher.size:
+                    raise OSError(
+                        f"the server kept {written} of {hasher.size} bytes"
+                    )  # fmt: skip
                 # OpenSSH's sftp-server renames with link(): an existing target is
                 # refused, never replaced.
                 sftp.rename(tmp, path)

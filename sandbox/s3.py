@@ -84,13 +84,13 @@ class S3Server(ProcessService):
             raise ServiceError(f"moto IAM setup failed:\n{done.stderr[-2000:]}")
         keys = json.loads(done.stdout.strip().splitlines()[-1])
         self.access_key, self.secret_key = keys["access_key"], keys["secret_key"]
-        request = urllib.request.Request(
+        request = urllib.request.Request(  # noqa: S310 (our own loopback URL)
             f"{self.endpoint_url}/moto-api/reset-auth",
             data=b"0",
             method="POST",
             headers={"Content-Type": "text/plain"},
         )
-        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
             answer.read()
 
     def settings(self, bucket, **overrides):

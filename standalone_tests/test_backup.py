@@ -59,7 +59,7 @@ def make_filestore(root, files=6, size=20_000):
     made = {}
     for number in range(files):
         data = os.urandom(size) + b"text " * number
-        digest = hashlib.sha1(data).hexdigest()
+        digest = hashlib.sha1(data, usedforsecurity=False).hexdigest()
         (root / digest[:2]).mkdir(exist_ok=True)
         (root / digest[:2] / digest).write_bytes(data)
         made[f"{digest[:2]}/{digest}"] = data
