@@ -132,6 +132,8 @@ class SaasOperation(models.Model):
     # How long the runner waits for a step before looking again (it never gives up
     # on a running step: each remote call has its own timeout).
     _poll_s = 2.0
+    # A run whose only work left is a retry due within this many seconds waits for it.
+    _linger_s = 10
 
     kind = fields.Selection(KINDS, required=True, readonly=True, index=True)
     state = fields.Selection(
@@ -334,6 +336,10 @@ class _Runner:
                 if time.monotonic() < claim_until:
                     self._claim()
                 if not self.active:
+                    if time.monotonic() < claim_until and self._retry_due_soon():
+                        time.sleep(self.Operation._poll_s)
+                        self._fresh_snapshot()
+                        continue
                     break
                 futures = {run.future: run for run in self.active.values() if run.future}
                 done, _pending = wait(
@@ -360,8 +366,8 @@ class _Runner:
     def _unlock(self, operation_id):
         self.lease.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, operation_id])
 
-    def _see_past_the_lock(self):
-        """Read, from now on, what the runner that held a lock just taken committed.
+    def _fresh_snapshot(self):
+        """Read, from now on, what other transactions committed (after a lock just taken).
 
         The ORM's cursor is REPEATABLE READ: its snapshot may be older than the
         commit of the runner that held the lock (it commits, then unlocks), and the
@@ -404,7 +410,7 @@ class _Runner:
                 continue
             if not self._try_lock(operation.id):
                 continue  # another runner has it
-            self._see_past_the_lock()
+            self._fresh_snapshot()
             if operation.state != "queued":
                 self._unlock(operation.id)
                 continue
@@ -485,13 +491,14 @@ class _Runner:
         operation.journal_ids.filtered(lambda entry: entry.state == "pending").write(
             {"state": "kept"}
         )
+        # Datetimes are stored to the second: a first attempt is timed by the clock
+        # of the run that made it, to the millisecond.
+        if operation.attempt == 1:
+            duration = time.monotonic() - run.started
+        else:
+            duration = (now - operation.started_date).total_seconds()
         operation.write(
-            {
-                "state": "done",
-                "finished_date": now,
-                "duration_s": (now - operation.started_date).total_seconds(),
-                "error": False,
-            }
+            {"state": "done", "finished_date": now, "duration_s": duration, "error": False}
         )
         operation._commit()
         self._end(run)
@@ -522,11 +529,12 @@ class _Runner:
             return str(exc.args[0])
         return str(exc) or exc.__class__.__name__
 
-    def _retry_or_fail(self, operation, reason, permanent):
+    def _retry_or_fail(self, operation, reason, permanent, delay=None):
         operation.invalidate_recordset()
         now = fields.Datetime.now()
         if not permanent and operation.attempt < operation.max_attempts:
-            delay = self.retry_delay_s * operation.attempt
+            if delay is None:
+                delay = self.retry_delay_s * operation.attempt
             operation.write(
                 {
                     "state": "queued",
@@ -598,7 +606,7 @@ class _Runner:
         for operation in running:
             if operation.id in self.active or not self._try_lock(operation.id):
                 continue
-            self._see_past_the_lock()
+            self._fresh_snapshot()
             if operation.state != "running":
                 self._unlock(operation.id)
                 continue
@@ -617,13 +625,29 @@ class _Runner:
             )
             try:
                 self._undo_attempt(operation)
-                self._retry_or_fail(operation, reason, permanent=False)
+                # The worker died, not the server: no reason to wait before the next
+                # attempt (claimed by this same run).
+                self._retry_or_fail(operation, reason, permanent=False, delay=0)
                 if operation.state == "failed":
                     with self.env.cr.savepoint():
                         operation._notify_end()
                     operation._commit()
             finally:
                 self._unlock(operation.id)
+
+    def _retry_due_soon(self):
+        """Whether a queued operation becomes due within ``_linger_s``.
+
+        Odoo's cron thread wakes for a trigger in the future only at its next
+        periodic poll (a minute): a short wait is better spent here.
+        """
+        soon = fields.Datetime.now() + timedelta(seconds=self.Operation._linger_s)
+        return bool(
+            self.Operation.search_count(
+                [("state", "=", "queued"), ("not_before", "!=", False), ("not_before", "<=", soon)],
+                limit=1,
+            )
+        )
 
     def _trigger_for_later(self):
         """Wake the cron again when a retry becomes due."""
@@ -638,9 +662,10 @@ class _Runner:
 
 
 class _Running:
-    __slots__ = ("future", "generator", "operation")
+    __slots__ = ("future", "generator", "operation", "started")
 
     def __init__(self, operation, generator):
         self.operation = operation
         self.generator = generator
         self.future = None
+        self.started = time.monotonic()

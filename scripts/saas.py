@@ -13,6 +13,7 @@ python3 and makes the virtualenvs it needs (scripts/saas bootstraps python3 itse
                                  /saas_manager; KEEP_ODOO_SUITE=1 keeps its directory)
     scripts/saas.py bench provision [bench_provision.py options]
     scripts/saas.py bench health [bench_health_sweep.py options]
+    scripts/saas.py bench operations [bench_operations.py options]
     scripts/saas.py i18n         regenerate i18n/saas_manager.pot and merge it into i18n/*.po
     scripts/saas.py screenshots [--port N] [--db NAME] [--out DIR] [--only NAME]...
 
@@ -144,16 +145,22 @@ def run_lint():
     return "pass" if not any(results) else "FAIL"
 
 
-def run_pytest(python, pytest_args, log_path=None):
+def run_pytest(python, pytest_args, log_path=None, env=None):
     """Run the standalone suite; return (passed, "N passed" or the last line).
 
-    Its output goes to this terminal, or to ``log_path`` when given."""
+    Its output goes to this terminal, or to ``log_path`` when given; ``env``: more
+    environment variables."""
     argv = [str(python), "-m", "pytest", "-p", "no:cacheprovider", *pytest_args]
     lines = []
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open(log_path, "w")) if log_path else sys.stdout
         process = subprocess.Popen(
-            argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            argv,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
         )
         for line in process.stdout:
             out.write(line)
@@ -167,15 +174,20 @@ def run_pytest(python, pytest_args, log_path=None):
     return False, last.strip().strip("=").strip()
 
 
-def standalone_matrix(pytest_args, background_while):
+def standalone_matrix(pytest_args, background_while, odoo_python=None):
     """The standalone suite with urllib3 1.26, then 2.x; return (ok, summary text).
 
     The 2.x run waits for the first (both use the same system user and process
     names), and runs beside ``background_while`` (the Odoo suite) when given, so
     that it costs no wall time: it is mostly waiting on sockets and subprocesses.
+    With ``odoo_python`` (the Odoo virtualenv's), the first run also runs the
+    tests that start real Odoo processes (test_operations_crash: kill -9 of the
+    manager mid-operation, two Odoo processes); the second skips them (they do
+    not depend on urllib3).
     """
     util.log("standalone suite: pytest standalone_tests (urllib3 1.26)")
-    first = run_pytest(venv("test") / "bin" / "python", pytest_args)
+    env = {"SAAS_ODOO_PYTHON": str(odoo_python)} if odoo_python else {"SAAS_NO_ODOO_CRASH": "1"}
+    first = run_pytest(venv("test") / "bin" / "python", pytest_args, env=env)
     second = None
     if REQUIREMENTS["test-urllib3-2"].exists():
         python2 = venv("test-urllib3-2") / "bin" / "python"
@@ -183,7 +195,9 @@ def standalone_matrix(pytest_args, background_while):
         util.log(f"standalone suite with urllib3 2.x (log: {log_path})")
         outcome = {}
         worker = threading.Thread(
-            target=lambda: outcome.update(r=run_pytest(python2, pytest_args, log_path)),
+            target=lambda: outcome.update(
+                r=run_pytest(python2, pytest_args, log_path, env={"SAAS_NO_ODOO_CRASH": "1"})
+            ),
             daemon=True,
         )
         worker.start()
@@ -216,6 +230,7 @@ def cmd_test(args):
 
     odoo = {}
     background = None
+    odoo_python = None
     if not args.odoo:
         results["odoo"] = "skipped (--no-odoo)"
     elif odoo_src is None:
@@ -227,7 +242,9 @@ def cmd_test(args):
         def background():
             odoo["r"] = odoo_suite(odoo_src, odoo_python)
 
-    standalone_ok, results["standalone"] = standalone_matrix(args.pytest_args, background)
+    standalone_ok, results["standalone"] = standalone_matrix(
+        args.pytest_args, background, odoo_python
+    )
     failed = failed or not standalone_ok
     if "r" in odoo:
         ok, text = odoo["r"]
@@ -547,10 +564,10 @@ def prepare_demo_database(args, server, pg, sshd, run_dir, data_dir):
 
 
 def cmd_bench(args):
-    if args.which == "provision":
+    if args.which in ("provision", "operations"):
         odoo_tree()
         need_debs("postgresql", "openssh-server", "openssh-client", "python3-venv")
-        python, script = venv("odoo") / "bin" / "python", SCRIPTS / "bench_provision.py"
+        python, script = venv("odoo") / "bin" / "python", SCRIPTS / f"bench_{args.which}.py"
     else:
         python, script = venv("test") / "bin" / "python", SCRIPTS / "bench_health_sweep.py"
     return subprocess.run([str(python), str(script), *args.args], check=False).returncode
@@ -679,7 +696,7 @@ def parser():
     suite.set_defaults(func=cmd_suite)
 
     bench = sub.add_parser("bench", help="benchmarks (options after the name go to the script)")
-    bench.add_argument("which", choices=("provision", "health"))
+    bench.add_argument("which", choices=("provision", "health", "operations"))
     bench.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own options")
     bench.set_defaults(func=cmd_bench)
 

@@ -1,0 +1,350 @@
+#!/usr/bin/env python3
+"""Benchmark the operations engine: provisions queued at once, run by Odoo's cron.
+
+Everything on 127.0.0.1 with the sandbox (``scripts/saas.py bench operations`` runs
+it in the Odoo virtualenv): a durable PostgreSQL cluster (fsync, full_page_writes
+and synchronous_commit on; --fast-pg for the test settings), a private sshd and an
+Odoo 18.0 server (threaded, one cron thread) serving a manager database with
+saas_manager, registered as its own managed server over JSON-RPC (see
+``standalone_tests/_odoo_manager.py``). One template (base) is made through the
+engine itself. Then:
+
+1. the bare clone: ``CREATE DATABASE … TEMPLATE`` over psycopg2 with the strategy a
+   provision uses, --bare times (the baseline);
+2. throughput: for ``saas_manager.max_parallel_operations`` 1, 2 and 4, a batch of
+   provisions queued at once (the cron off while they are queued, then on and
+   woken): wall time from the wake to the last one done, operations per minute,
+   median and p95 of the operations' own ``duration_s`` against the bare clone.
+   The batch at 4 is --count provisions (100), the others --small-count;
+3. every instance terminated through the engine, then the databases and
+   filestores left that no record accounts for (leaks: must be 0);
+4. filestore at the physical limit: the template gets --fs-mb MB of filestore in
+   --fs-files files; --fs-runs provisions one at a time, beside the same number of
+   bare clones, ``cp -a`` and ``cp -al`` of that filestore (all in this run).
+
+Not a test: timings depend on the machine. Prints one block of figures.
+"""
+
+import argparse
+import contextlib
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "standalone_tests"))
+
+import _odoo_manager as om  # noqa: E402
+
+from remote import postgres  # noqa: E402
+from sandbox import util  # noqa: E402
+
+TEMPLATE = "bench_ops_tpl"
+# The whole provision of a template with a large filestore, against its bare clone.
+TARGET_FS_VS_BARE = 1.5
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(values):
+    return statistics.median(values), percentile(values, 0.95)
+
+
+class Bench:
+    def __init__(self, manager):
+        self.mgr = manager
+        self.pg = manager.pg
+        self.made = []  # every instance id made
+        self.copies = []  # databases made by the bare clones
+
+    def connect(self):
+        conn = psycopg2.connect(
+            host=self.pg.host,
+            port=self.pg.port,
+            user=self.pg.owner,
+            password=self.pg.owner_password,
+            dbname="postgres",
+        )
+        conn.autocommit = True
+        return conn
+
+    def bare_clones(self, count, prefix):
+        """Seconds of ``count`` bare CREATE DATABASE … TEMPLATE (strategy of a provision)."""
+        strategy = postgres.STRATEGIES[postgres.DEFAULT_STRATEGY]
+        # A template with a session open cannot be copied (Odoo may keep one).
+        self.pg.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            [TEMPLATE],
+        )
+        times = []
+        conn = self.connect()
+        try:
+            with conn.cursor() as cr:
+                for number in range(count):
+                    target = f"{prefix}_{number:03d}"
+                    query = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY {}").format(
+                        sql.Identifier(target), sql.Identifier(TEMPLATE), sql.SQL(strategy)
+                    )
+                    started = time.perf_counter()
+                    cr.execute(query)
+                    times.append(time.perf_counter() - started)
+                    self.copies.append(target)
+        finally:
+            conn.close()
+        return times
+
+    def drop_copies(self):
+        conn = self.connect()
+        try:
+            with conn.cursor() as cr:
+                for name in self.copies:
+                    cr.execute(
+                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                            sql.Identifier(name)
+                        )
+                    )
+        finally:
+            conn.close()
+        self.copies = []
+
+    def batch(self, parallel, count, prefix):
+        """Queue ``count`` provisions at once with ``parallel`` workers; return figures."""
+        mgr = self.mgr
+        mgr.set_param("saas_manager.max_parallel_operations", parallel)
+        names = [f"{prefix}_{number:03d}" for number in range(count)]
+        instances = mgr.create_instances(self.template_id, names)
+        self.made += instances
+        mgr.set_cron_active(False)
+        try:
+            for instance_id in instances[:-1]:
+                mgr.provision(instance_id)
+        finally:
+            mgr.set_cron_active(True)
+        started = time.monotonic()
+        mgr.provision(instances[-1])  # queued last, wakes the cron
+        rows = mgr.wait_operations_ended(
+            [("instance_id", "in", instances)], count, timeout=60 + 30 * count
+        )
+        wall = time.monotonic() - started
+        done = [row for row in rows if row["state"] == "done"]
+        durations = [row["duration_s"] for row in done]
+        return {
+            "parallel": parallel,
+            "count": count,
+            "done": len(done),
+            "attempts": sorted({row["attempt"] for row in rows}),
+            "wall": wall,
+            "per_minute": 60 * len(done) / wall if wall else float("nan"),
+            "median": statistics.median(durations) if durations else float("nan"),
+            "p95": percentile(durations, 0.95),
+        }
+
+    def terminate_all(self):
+        mgr = self.mgr
+        states = mgr.rpc.read("saas.instance", self.made, ["state"])
+        running = [row["id"] for row in states if row["state"] == "running"]
+        started = time.monotonic()
+        for instance_id in running:
+            mgr.rpc("saas.instance", "action_terminate", [instance_id])
+        mgr.wait_operations_ended(
+            [("instance_id", "in", running), ("kind", "=", "terminate")],
+            len(running),
+            timeout=60 + 10 * len(running),
+        )
+        return len(running), time.monotonic() - started
+
+    def leaks(self):
+        """Databases and filestores of this run that no record keeps."""
+        keep = {om.MANAGER_DB, TEMPLATE}
+        databases = sorted(self.pg.databases() - keep)
+        root = self.mgr.filestore_root
+        stores = (
+            sorted(path.name for path in root.iterdir() if path.name not in keep)
+            if root.exists()
+            else []
+        )
+        return databases, stores
+
+
+def timed(argv):
+    started = time.perf_counter()
+    subprocess.run(argv, check=True)
+    return time.perf_counter() - started
+
+
+def filestore_part(bench, args):
+    mgr = bench.mgr
+    source = mgr.filestore(TEMPLATE)
+    source.mkdir(parents=True, exist_ok=True)
+    size = args.fs_mb * 1024 * 1024 // args.fs_files
+    util.log(f"bench: {args.fs_files} files of {size} bytes in the template's filestore")
+    om.fill_filestore(source, args.fs_files, size)
+    subprocess.run(["sync"], check=False)
+    files = sum(len(names) for _root, _dirs, names in os.walk(source))
+    du = subprocess.run(["du", "-sm", str(source)], capture_output=True, text=True, check=True)
+    mgr.set_param("saas_manager.max_parallel_operations", 1)
+    bare = bench.bare_clones(args.fs_runs, "bench_fs_bare")
+    provisions = []
+    cp_a, cp_al = [], []
+    scratch = Path(tempfile.mkdtemp(prefix=".bench-cp.", dir=mgr.filestore_root))
+    try:
+        for number in range(args.fs_runs):
+            (instance_id,) = mgr.create_instances(bench.template_id, [f"bench_fs_{number:02d}"])
+            bench.made.append(instance_id)
+            mgr.provision(instance_id)
+            (row,) = mgr.wait_operations_ended([("instance_id", "=", instance_id)], 1, 300)
+            if row["state"] != "done":
+                raise SystemExit(f"provision failed: {row['error']}")
+            provisions.append(row["duration_s"])
+            cp_a.append(timed(["cp", "-a", f"{source}/.", str(scratch / f"a{number}")]))
+            cp_al.append(timed(["cp", "-al", f"{source}/.", str(scratch / f"l{number}")]))
+        # What du says: a shared file counted once per invocation.
+        one = mgr.filestore("bench_fs_00")
+        du_one = subprocess.run(
+            ["du", "-sm", str(one)], capture_output=True, text=True, check=False
+        )
+        du_both = subprocess.run(
+            ["du", "-smc", str(source), str(one)], capture_output=True, text=True, check=False
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {
+        "files": files,
+        "mb": int(du.stdout.split()[0]),
+        "bare": bare,
+        "provision": provisions,
+        "cp_a": cp_a,
+        "cp_al": cp_al,
+        "du_one": du_one.stdout.split()[0] if du_one.stdout else "?",
+        "du_both": du_both.stdout.strip().splitlines()[-1].split()[0] if du_both.stdout else "?",
+    }
+
+
+def report(bare, batches, fs, terminated_in, leaks, versions):
+    """Print the figures; return True when something failed (a leak, a provision)."""
+    terminated, terminate_wall = terminated_in
+    leaked_dbs, leaked_stores = leaks
+    pg_version, fsync_setting = versions
+    bare_median, bare_p95 = summary(bare)
+    print(
+        f"PostgreSQL {pg_version} (fsync {fsync_setting}), {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}; one Odoo 18.0 (threaded, one cron thread), "
+        "managing itself over loopback."
+    )
+    print(
+        f"Bare CREATE DATABASE … TEMPLATE ({postgres.DEFAULT_STRATEGY}), {len(bare)} runs: "
+        f"median {bare_median:.3f} s, p95 {bare_p95:.3f} s"
+    )
+    print("max_parallel | provisions | done | attempts | wall (s) | per minute | "
+          "median (s) | p95 (s) | median / bare")  # fmt: skip
+    for row in batches:
+        print(
+            f"{row['parallel']:>12} | {row['count']:>10} | {row['done']:>4} | "
+            f"{','.join(map(str, row['attempts'])):>8} | {row['wall']:>8.1f} | "
+            f"{row['per_minute']:>10.1f} | {row['median']:>10.2f} | {row['p95']:>7.2f} | "
+            f"{row['median'] / bare_median:>6.1f}x"
+        )
+    print(f"Terminated {terminated} instances through the engine in {terminate_wall:.1f} s.")
+    print(
+        f"Leaked at the end: {len(leaked_dbs)} databases {leaked_dbs or ''}, "
+        f"{len(leaked_stores)} filestores {leaked_stores or ''}"
+    )
+    failed = bool(leaked_dbs or leaked_stores) or any(
+        row["done"] != row["count"] for row in batches
+    )
+    if fs:
+        fs_bare = statistics.median(fs["bare"])
+        fs_prov = statistics.median(fs["provision"])
+        ratio = fs_prov / fs_bare
+        verdict = "met" if ratio <= TARGET_FS_VS_BARE else "MISSED"
+        print(
+            f"Filestore of {fs['files']} files, {fs['mb']} MB ({len(fs['provision'])} runs, "
+            "medians): "
+            f"bare clone {fs_bare:.3f} s; whole provision {fs_prov:.3f} s ({ratio:.2f}x the bare "
+            f"clone, target {TARGET_FS_VS_BARE}x: {verdict}); "
+            f"cp -a {statistics.median(fs['cp_a']):.3f} s; "
+            f"cp -al {statistics.median(fs['cp_al']):.3f} s"
+        )
+        print(
+            f"du -sm of one instance's filestore: {fs['du_one']} MB; du -smc of the template's "
+            f"and that instance's together: {fs['du_both']} MB (shared files counted once)."
+        )
+    return failed
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--count", type=int, default=100, help="provisions at parallel 4")
+    parser.add_argument("--small-count", type=int, default=30, help="provisions at 1 and 2")
+    parser.add_argument("--bare", type=int, default=20, help="bare clones timed")
+    parser.add_argument("--fs-mb", type=int, default=1024)
+    parser.add_argument("--fs-files", type=int, default=20_000)
+    parser.add_argument("--fs-runs", type=int, default=5)
+    parser.add_argument("--no-fs", action="store_true", help="skip the filestore part")
+    parser.add_argument("--fast-pg", action="store_true", help="fsync off")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+    reason = om.why_not()
+    if reason and "virtualenv" not in reason:
+        raise SystemExit(f"bench: {reason}")
+    work = Path(tempfile.mkdtemp(prefix="saas_manager_bench_ops.", dir="/tmp"))
+    mgr = om.Manager(work, python=sys.executable, durable=not args.fast_pg, cron_threads=1)
+    with contextlib.ExitStack() as stack:
+        stack.callback(lambda: util.log(f"kept {work}") if args.keep else shutil.rmtree(work, True))
+        stack.callback(mgr.stop)
+        util.log(f"bench: starting PostgreSQL (durable={int(not args.fast_pg)}), sshd, Odoo")
+        mgr.start()
+        mgr.register_server(max_instances=10_000, max_parallel_operations=8)
+        util.log("bench: making the template through the engine")
+        bench = Bench(mgr)
+        bench.template_id = mgr.queue_template(TEMPLATE)
+        template = mgr.wait_template(bench.template_id, timeout=600)
+        if template["state"] != "ready":
+            raise SystemExit(f"bench: the template failed: {template['error']}")
+        fsync = bench.connect().cursor()
+        fsync.execute("SELECT current_setting('server_version'), current_setting('fsync')")
+        pg_version, fsync_setting = fsync.fetchone()
+        fsync.connection.close()
+
+        util.log(f"bench: {args.bare} bare clones")
+        bare = bench.bare_clones(args.bare, "bench_bare")
+        bench.drop_copies()
+        batches = []
+        for parallel, count in ((1, args.small_count), (2, args.small_count), (4, args.count)):
+            util.log(
+                f"bench: {count} provisions queued at once, max_parallel_operations {parallel}"
+            )
+            batches.append(bench.batch(parallel, count, f"bench_p{parallel}"))
+        fs = None
+        if not args.no_fs:
+            fs = filestore_part(bench, args)
+            bench.drop_copies()
+        util.log("bench: terminating every instance")
+        terminated, terminate_wall = bench.terminate_all()
+        leaked_dbs, leaked_stores = bench.leaks()
+
+    failed = report(
+        bare, batches, fs, (terminated, terminate_wall), (leaked_dbs, leaked_stores),
+        (pg_version, fsync_setting),
+    )  # fmt: skip
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
