@@ -13,6 +13,7 @@
         "security/saas_manager_security.xml",
         "security/ir.model.access.csv",
         "data/ir_cron_data.xml",
+        "data/mail_template_data.xml",
         "views/saas_server_views.xml",
         "views/saas_server_health_check_views.xml",
         "views/saas_instance_views.xml",

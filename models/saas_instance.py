@@ -1,9 +1,15 @@
+import functools
 import logging
+from datetime import timedelta
+from urllib.parse import urlencode
 
 from odoo import _, api, fields, models
 from odoo.exceptions import AccessError, UserError, ValidationError
+from odoo.tools.misc import scan_languages
 
-from ..remote import capacity, exceptions, names, provision
+from odoo.addons.base.models.res_partner import _tz_get
+
+from ..remote import capacity, exceptions, handover, names, postgres, provision
 from ..remote import filestore as remote_filestore
 from .saas_operation import Made, OperationError, RemoteStep
 
@@ -17,8 +23,20 @@ PROVISIONED_STATES = ("provisioning", "running", "suspended")
 LOCATION_FIELDS = ("database_name", "server_id", "template_id", "subdomain")
 # Set by the instance's buttons and its operations; by hand, only by admins. What
 # Terminate drops is in the provisioning's journal, which nobody writes.
-STATUS_FIELDS = ("state", "error", "provisioned_date")
+STATUS_FIELDS = (
+    "state",
+    "error",
+    "provisioned_date",
+    "invitation_state",
+    "invitation_date",
+    "invitation_expiry",
+    "invitation_error",
+)
 ADMIN_GROUP = "saas_manager.group_saas_admin"
+# Who the instance is handed to: fixed once it is queued (applied by the clone).
+HANDOVER_FIELDS = ("admin_email", "company_name", "lang", "tz")
+INVITATION_HOURS_PARAM = "saas_manager.invitation_validity_hours"
+DEFAULT_INVITATION_HOURS = 72
 
 
 class SaasInstance(models.Model):
@@ -72,15 +90,44 @@ class SaasInstance(models.Model):
         "saas.operation", compute="_compute_operation_count", string="Operation in Progress"
     )
     running_operation_step = fields.Char(compute="_compute_operation_count", string="Step")
+    # --- handover: who the instance is for (SPEC §7.1) ---
+    admin_email = fields.Char(
+        string="Administrator Email",
+        compute="_compute_handover_defaults",
+        store=True,
+        readonly=False,
+        tracking=True,
+        help="The customer's login and email on the instance: the invitation to choose a "
+        "password goes there.",
+    )
+    company_name = fields.Char(
+        compute="_compute_handover_defaults", store=True, readonly=False, tracking=True
+    )
+    lang = fields.Selection(
+        selection="_selection_lang",
+        string="Language",
+        compute="_compute_handover_defaults",
+        store=True,
+        readonly=False,
+    )
+    tz = fields.Selection(_tz_get, string="Timezone")
+    send_invitation = fields.Boolean(
+        string="Invite the Customer",
+        default=True,
+        help="When provisioned, email the administrator a link to choose their password.",
+    )
+    invitation_state = fields.Selection(
+        [("none", "Not Sent"), ("sent", "Sent"), ("failed", "Failed")],
+        default="none",
+        required=True,
+        readonly=True,
+        copy=False,
+    )
+    invitation_date = fields.Datetime(readonly=True, copy=False)
+    invitation_expiry = fields.Datetime(readonly=True, copy=False)
+    invitation_error = fields.Char(readonly=True, copy=False)
 
-    _sql_constraints = [
-        (
-            "database_name_server_unique",
-            "UNIQUE(server_id, database_name)",
-            "This server already has an instance with this database name.",
-        ),
-        ("subdomain_unique", "UNIQUE(subdomain)", "Another instance already uses this subdomain."),
-    ]
+    _sql_constraints = []
 
     @api.model
     def _get_default_server(self):
@@ -91,6 +138,108 @@ class SaasInstance(models.Model):
             return servers.get_available_server(min_capacity_percent=capacity.PROVISION_MIN_PERCENT)
         except UserError:
             return servers.search([("state", "=", "active")], limit=1)
+
+    def init(self):
+        # Names are unique among the instances that are not terminated: a terminated
+        # instance frees its database name and subdomain.
+        self.env.cr.execute(
+            "CREATE UNIQUE INDEX IF NOT EXISTS saas_instance_live_database_uniq "
+            "ON saas_instance (server_id, database_name) WHERE state != 'terminated'"
+        )
+        self.env.cr.execute(
+            "CREATE UNIQUE INDEX IF NOT EXISTS saas_instance_live_subdomain_uniq "
+            "ON saas_instance (subdomain) WHERE state != 'terminated' AND subdomain IS NOT NULL"
+        )
+
+    @api.model
+    def _selection_lang(self):
+        # Every language Odoo knows: what matters is the template's languages, not the
+        # manager's (the handover refuses one the template does not have).
+        return scan_languages()
+
+    @api.depends("partner_id", "template_id")
+    def _compute_handover_defaults(self):
+        for instance in self:
+            partner = instance.partner_id
+            if partner and not instance.admin_email:
+                instance.admin_email = partner.email
+            if partner and not instance.company_name:
+                instance.company_name = partner.commercial_company_name or partner.name
+            if not instance.lang:
+                instance.lang = instance.template_id.lang or "en_US"
+
+    @api.constrains("admin_email")
+    def _check_admin_email(self):
+        for instance in self.filtered("admin_email"):
+            try:
+                handover.validate_email(instance.admin_email)
+            except exceptions.InvalidInput:
+                raise ValidationError(
+                    _(
+                        "%(email)r is not an email address (instance %(name)s).",
+                        email=instance.admin_email,
+                        name=instance.name,
+                    )
+                ) from None
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        for vals in vals_list:
+            self._precheck_live_names(
+                vals.get("server_id") or self.default_get(["server_id"]).get("server_id"),
+                vals.get("database_name"),
+                vals.get("subdomain"),
+                vals.get("state", "draft"),
+            )
+        return super().create(vals_list)
+
+    def _precheck_live_names(self, server_id, database_name, subdomain, state, exclude=None):
+        """Refuse, with a message, names another live instance holds (before the unique
+        index would refuse them with a bare SQL error)."""
+        if state == "terminated":
+            return
+        live = [("state", "!=", "terminated")]
+        if exclude:
+            live.append(("id", "not in", exclude))
+        Instance = self.sudo().with_context(active_test=False)
+        if (
+            database_name
+            and server_id
+            and Instance.search_count(
+                [*live, ("server_id", "=", server_id), ("database_name", "=", database_name)]
+            )
+        ):
+            raise ValidationError(
+                _("This server already has an instance with database %(db)s.", db=database_name)
+            )
+        if subdomain and Instance.search_count([*live, ("subdomain", "=", subdomain)]):
+            raise ValidationError(
+                _("Another instance already uses subdomain %(sub)s.", sub=subdomain)
+            )
+
+    @api.constrains("database_name", "subdomain", "server_id", "state")
+    def _check_unique_live_names(self):
+        for instance in self.filtered(lambda inst: inst.state != "terminated"):
+            live = [("state", "!=", "terminated"), ("id", "!=", instance.id)]
+            if self.search_count(
+                [
+                    *live,
+                    ("server_id", "=", instance.server_id.id),
+                    ("database_name", "=", instance.database_name),
+                ]
+            ):
+                raise ValidationError(
+                    _(
+                        "This server already has an instance with database %(db)s.",
+                        db=instance.database_name,
+                    )
+                )
+            if instance.subdomain and self.search_count(
+                [*live, ("subdomain", "=", instance.subdomain)]
+            ):
+                raise ValidationError(
+                    _("Another instance already uses subdomain %(sub)s.", sub=instance.subdomain)
+                )
 
     @api.depends("operation_ids.state", "operation_ids.step")
     def _compute_operation_count(self):
@@ -172,7 +321,7 @@ class SaasInstance(models.Model):
                     )
                 )
         located = self.filtered(lambda inst: inst.state not in ("draft", "failed"))
-        changed = [fname for fname in LOCATION_FIELDS if fname in vals]
+        changed = [fname for fname in LOCATION_FIELDS + HANDOVER_FIELDS if fname in vals]
         if located and changed:
             raise UserError(
                 _(
@@ -181,6 +330,15 @@ class SaasInstance(models.Model):
                     name=located[0].name,
                 )
             )
+        if {"server_id", "database_name", "subdomain", "state"} & set(vals):
+            for instance in self:
+                self._precheck_live_names(
+                    vals.get("server_id", instance.server_id.id),
+                    vals.get("database_name", instance.database_name),
+                    vals.get("subdomain", instance.subdomain),
+                    vals.get("state", instance.state),
+                    exclude=self.ids,
+                )
         return super().write(vals)
 
     def _write_state(self, vals):
@@ -239,6 +397,7 @@ class SaasInstance(models.Model):
         template = self.template_id
         if not template:
             raise UserError(_("Instance %(name)s has no template.", name=self.name))
+
         if template.state != "ready":
             raise UserError(
                 _(
@@ -255,6 +414,14 @@ class SaasInstance(models.Model):
                     template=template.name,
                     template_server=template.server_id.name,
                     server=server.name,
+                )
+            )
+        if not self.admin_email:
+            raise UserError(
+                _(
+                    "Instance %(name)s has no administrator email: it is the customer's login "
+                    "and where their invitation goes.",
+                    name=self.name,
                 )
             )
 
@@ -309,6 +476,8 @@ class SaasInstance(models.Model):
         self.check_access("write")
         self._check_can_provision()
         self._remote_settings()
+        if self.env.context.get("saas_no_invitation"):
+            self.send_invitation = False
         self._write_state({"state": "provisioning", "error": False})
         operation = self.env["saas.operation"]._queue("provision", self, self.server_id)
         return operation._queued_notification(
@@ -350,7 +519,29 @@ class SaasInstance(models.Model):
             "ssh_settings": server._ssh_settings(),
             "source_dir": server._filestore_path(template.database_name),
             "target_dir": server._filestore_path(self.database_name),
+            "handover": self._handover(),
         }
+
+    def _handover(self):
+        """The :class:`remote.handover.Handover` of this instance (checked)."""
+        self.ensure_one()
+        partner = self.partner_id
+        company = partner.commercial_partner_id
+        try:
+            return handover.Handover(
+                admin_email=(self.admin_email or "").strip(),
+                admin_name=partner.name or self.company_name or self.name,
+                company_name=self.company_name or partner.name or self.name,
+                lang=self.lang or self.template_id.lang or "en_US",
+                tz=self.tz or "",
+                company_email=company.email or "",
+                company_phone=company.phone or "",
+                country_code=company.country_id.code or "",
+            )
+        except exceptions.InvalidInput as exc:
+            raise UserError(
+                _("Instance %(name)s cannot be handed over: %(reason)s", name=self.name, reason=exc)
+            ) from None
 
     def _op_provision(self, operation):
         """The provisioning operation (a generator run by ``saas.operation``).
@@ -390,6 +581,7 @@ class SaasInstance(models.Model):
                 "target_dir": target_dir,
                 "base_url": self._base_url(),
                 "temp_dir": temp_dir,
+                "handover": settings["handover"],
             },
             makes=(
                 Made("database", server.id, self.database_name),
@@ -413,6 +605,25 @@ class SaasInstance(models.Model):
             result.duration_s,
             result.clone.strategy,
         )
+        if not self.send_invitation:
+            return
+        # The instance is the customer's now: an invitation that cannot be made or
+        # sent is recorded on it (to be sent again), it never undoes the provision.
+        expiry = self._invitation_expiry()
+        try:
+            token = yield RemoteStep(
+                _("Preparing the customer's invitation"),
+                postgres.run_in_database,
+                (
+                    settings["pg_params"],
+                    self.database_name,
+                    functools.partial(handover.issue_invitation, expires_at=expiry),
+                ),
+            )
+        except exceptions.RemoteError as exc:
+            self._record_invitation_failure(str(exc))
+            return
+        self._send_invitation_mail(token, expiry)
 
     def _check_can_provision_again(self):
         """At run time: the server and template may have changed since queued."""
@@ -465,6 +676,11 @@ class SaasInstance(models.Model):
     # ------------------------------------------------------------------
 
     def action_suspend(self):
+        """Make the instance unreachable: its database refuses connections.
+
+        Its users are logged out and cannot log in, the hosting Odoo no longer lists
+        it (so its crons stop); its data is untouched. Quick: done in the request.
+        """
         self.check_access("write")
         self._require_state(
             ("running",),
@@ -474,7 +690,10 @@ class SaasInstance(models.Model):
                 state=state,
             ),
         )
-        self._write_state({"state": "suspended"})
+        for instance in self:
+            instance._set_connections_allowed(False)
+            instance._write_state({"state": "suspended"})
+            instance.message_post(body=_("Suspended: its database refuses connections."))
         return True
 
     def action_resume(self):
@@ -487,8 +706,132 @@ class SaasInstance(models.Model):
                 state=state,
             ),
         )
-        self._write_state({"state": "running"})
+        for instance in self:
+            instance._set_connections_allowed(True)
+            instance._write_state({"state": "running"})
+            instance.message_post(body=_("Resumed: its database accepts connections again."))
         return True
+
+    def _set_connections_allowed(self, allowed):
+        self.ensure_one()
+        try:
+            postgres.set_connections_allowed(
+                self.server_id._pg_params(), self.database_name, allowed
+            )
+        except exceptions.RemoteError as exc:
+            raise UserError(
+                _("Instance %(name)s: %(reason)s", name=self.name, reason=exc)
+            ) from None
+
+    # ------------------------------------------------------------------
+    # Invitation
+    # ------------------------------------------------------------------
+
+    def _invitation_expiry(self):
+        hours = int(
+            self.env["ir.config_parameter"]
+            .sudo()
+            .get_param(INVITATION_HOURS_PARAM, DEFAULT_INVITATION_HOURS)
+        )
+        return fields.Datetime.now() + timedelta(hours=max(1, hours))
+
+    def _invitation_url(self, token):
+        """Where the customer chooses their password, on their own instance.
+
+        With an instance domain (the server filters databases by host name), the
+        instance's reset-password page itself. Without one, the server hosts other
+        databases and that page cannot tell which one a fresh browser means (Odoo 18
+        answers 404 without a database in the session): the link opens the login
+        page of the customer's database, which selects it, prefills the login and
+        keeps the token for its "Reset Password" link.
+        """
+        self.ensure_one()
+        server = self.server_id
+        if server.instance_domain and self.subdomain:
+            return f"{self.url}/web/reset_password?{urlencode({'token': token})}"
+        query = urlencode({"db": self.database_name, "token": token, "login": self.admin_email})
+        return f"{server.server_url}/web/login?{query}"
+
+    def action_send_invitation(self):
+        """Send the customer a new invitation (the earlier ones stop working)."""
+        self.ensure_one()
+        self.check_access("write")
+        self._require_state(
+            ("running",),
+            lambda name, state: self.env._(
+                "Only a running instance can be sent an invitation; %(name)s is %(state)s.",
+                name=name,
+                state=state,
+            ),
+        )
+        expiry = self._invitation_expiry()
+        try:
+            token = postgres.run_in_database(
+                self.server_id._pg_params(),
+                self.database_name,
+                functools.partial(handover.issue_invitation, expires_at=expiry),
+            )
+        except exceptions.RemoteError as exc:
+            self._record_invitation_failure(str(exc))
+        else:
+            self._send_invitation_mail(token, expiry)
+        sent = self.invitation_state == "sent"
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {
+                "title": _("Invitation sent") if sent else _("Invitation failed"),
+                "message": _("To %(email)s.", email=self.admin_email)
+                if sent
+                else self.invitation_error,
+                "type": "success" if sent else "danger",
+                "sticky": not sent,
+                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
+            },
+        }
+
+    def _send_invitation_mail(self, token, expiry):
+        """Mail the invitation from the manager's outgoing mail; record the outcome.
+
+        The link is rendered into the mail only: not in the chatter, not in a log.
+        """
+        self.ensure_one()
+        template = self.env.ref("saas_manager.saas_instance_invitation_mail_template")
+        mail_id = (
+            template.sudo()
+            .with_context(
+                invitation_url=self._invitation_url(token),
+                invitation_expiry=expiry,
+                lang=self.lang or "en_US",
+            )
+            .send_mail(self.id, force_send=True, raise_exception=False)
+        )
+        mail = self.env["mail.mail"].sudo().browse(mail_id).exists()
+        if mail and mail.state == "exception":
+            self._record_invitation_failure(mail.failure_reason or _("the mail was not sent"))
+            # Not kept for later: a failed mail holds a link that still works.
+            mail.unlink()
+            return
+        self._write_state(
+            {
+                "invitation_state": "sent",
+                "invitation_date": fields.Datetime.now(),
+                "invitation_expiry": expiry,
+                "invitation_error": False,
+            }
+        )
+        self.message_post(
+            body=_(
+                "Invitation sent to %(email)s, valid until %(expiry)s UTC.",
+                email=self.admin_email,
+                expiry=fields.Datetime.to_string(expiry),
+            )
+        )
+
+    def _record_invitation_failure(self, reason):
+        self._write_state({"invitation_state": "failed", "invitation_error": reason[:250]})
+        self.message_post(body=_("The invitation could not be sent: %(reason)s", reason=reason))
+        _logger.warning("Invitation for instance %s failed: %s", self.database_name, reason)
 
     def action_terminate(self):
         """Queue the termination: drop the instance's database and filestore, free its slot.

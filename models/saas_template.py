@@ -12,6 +12,8 @@ from .saas_operation import Made, OperationError, RemoteStep
 _logger = logging.getLogger(__name__)
 
 MODULE_NAME = re.compile(r"[a-z0-9_]+")
+# Installed in every template: instances take invitations through its pages.
+INVITATION_MODULE = "auth_signup"
 # Seconds the managed server may spend installing the modules of a template.
 INSTALL_TIMEOUT = 1800.0
 ADMIN_GROUP = "saas_manager.group_saas_admin"
@@ -231,6 +233,10 @@ class SaasTemplate(models.Model):
             modules = self._module_list()
         except ValidationError as exc:
             raise OperationError(str(exc.args[0])) from None
+        # Instances are handed to their customers with an invitation to choose a
+        # password on the instance's own reset page: auth_signup provides it.
+        if INVITATION_MODULE not in modules:
+            modules.insert(0, INVITATION_MODULE)
         exists = yield RemoteStep(
             _("Checking that database %(db)s is free", db=db),
             postgres.database_exists,

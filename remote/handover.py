@@ -71,9 +71,7 @@ class Handover:
 
 
 def _xmlid(cr, module, name):
-    cr.execute(
-        "SELECT res_id FROM ir_model_data WHERE module = %s AND name = %s", (module, name)
-    )
+    cr.execute("SELECT res_id FROM ir_model_data WHERE module = %s AND name = %s", (module, name))
     row = cr.fetchone()
     if not row:
         raise HandoverError(f"the template has no {module}.{name}")
@@ -132,9 +130,7 @@ def apply(cr, handover):
     partner_id = cr.fetchone()[0]
     # The template's logins and API keys are not the customer's.
     cr.execute("DELETE FROM res_users_log WHERE create_uid = %s", (uid,))
-    cr.execute(
-        "SELECT 1 FROM information_schema.tables WHERE table_name = 'res_users_apikeys'"
-    )
+    cr.execute("SELECT 1 FROM information_schema.tables WHERE table_name = 'res_users_apikeys'")
     if cr.fetchone():
         cr.execute("DELETE FROM res_users_apikeys WHERE user_id = %s", (uid,))
     partner = {"name": handover.admin_name, "email": handover.admin_email, "lang": handover.lang}
@@ -208,21 +204,15 @@ def issue_invitation(cr, expires_at, now=None):
     uid = _xmlid(cr, "base", "user_admin")
     cr.execute("SELECT partner_id FROM res_users WHERE id = %s", (uid,))
     partner_id = cr.fetchone()[0]
-    cr.execute(
-        "SELECT id FROM res_users WHERE partner_id = %s ORDER BY id", (partner_id,)
-    )
+    cr.execute("SELECT id FROM res_users WHERE partner_id = %s ORDER BY id", (partner_id,))
     user_ids = [r[0] for r in cr.fetchall()]
     # A new login date voids the earlier tokens; strictly later than the last one
     # (Odoo compares whole seconds).
-    cr.execute(
-        "SELECT max(create_date) FROM res_users_log WHERE create_uid = ANY(%s)", (user_ids,)
-    )
+    cr.execute("SELECT max(create_date) FROM res_users_log WHERE create_uid = ANY(%s)", (user_ids,))
     last = cr.fetchone()[0]
     stamp = now.replace(microsecond=0)
     if last is not None and _utc_timestamp(last) >= _utc_timestamp(stamp):
-        stamp = datetime.fromtimestamp(_utc_timestamp(last) + 1, timezone.utc).replace(
-            tzinfo=None
-        )
+        stamp = datetime.fromtimestamp(_utc_timestamp(last) + 1, timezone.utc).replace(tzinfo=None)
     cr.execute(
         "INSERT INTO res_users_log (create_uid, create_date, write_uid, write_date) "
         "VALUES (%s, %s, %s, %s)",

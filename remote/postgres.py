@@ -578,10 +578,10 @@ def set_connections_allowed(conn_params, name, allowed):
 def connections_allowed(conn_params, name):
     """Whether database ``name`` accepts connections (None when it does not exist)."""
     _check_params(conn_params)
-    with _session(conn_params, MAINTENANCE_DB, f"Cannot look up {name!r}") as conn:
-        with conn.cursor() as cr:
-            cr.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", (name,))
-            row = cr.fetchone()
+    failure = f"Cannot look up {name!r}"
+    with _session(conn_params, MAINTENANCE_DB, failure) as conn, conn.cursor() as cr:
+        cr.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", (name,))
+        row = cr.fetchone()
     return row[0] if row else None
 
 
@@ -594,6 +594,5 @@ def run_in_database(conn_params, name, func):
     _check_params(conn_params)
     validate_database_name(name)
     failure = f"Cannot update database {name!r}"
-    with _session(conn_params, name, failure, autocommit=False) as conn, conn:
-        with conn.cursor() as cr:
-            return func(cr)
+    with _session(conn_params, name, failure, autocommit=False) as conn, conn, conn.cursor() as cr:
+        return func(cr)

@@ -8,3 +8,4 @@ from . import test_i18n
 from . import test_saas_instance
 from . import test_security_findings
 from . import test_secrets_at_rest
+from . import test_customer_handover

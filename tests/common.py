@@ -182,6 +182,8 @@ class SelfManagedCase(HttpCase, SaasCase):
             "server_id": self.server.id,
             "template_id": template.id,
         }
+        if "partner_id" not in vals:
+            values["admin_email"] = "client@example.com"
         values.update(vals)
         instance = self.Instance.create(values)
         self.drop_later(instance.database_name)
@@ -200,6 +202,21 @@ class SelfManagedCase(HttpCase, SaasCase):
             with conn.cursor() as cr:
                 cr.execute(sql, params)
                 return cr.fetchall()
+        finally:
+            conn.close()
+
+    def query_commit(self, db_name, sql, params=()):
+        """Run ``sql`` in database ``db_name`` and commit it."""
+        conn = psycopg2.connect(
+            host=self.pg.host,
+            port=self.pg.port,
+            user=self.pg.user,
+            password=self.pg.password,
+            dbname=db_name,
+        )
+        try:
+            with conn, conn.cursor() as cr:
+                cr.execute(sql, params)
         finally:
             conn.close()
 

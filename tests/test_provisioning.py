@@ -232,6 +232,7 @@ class TestLastSlotRace(TransactionCase):
                         "database_name": name,
                         "server_id": server.id,
                         "template_id": template.id,
+                        "admin_email": f"{name}@example.com",
                     }
                     for name in ("race_running", "race_a", "race_b")
                 ]

@@ -64,11 +64,14 @@ class TestSaasInstance(SaasCase):
         server = self.make_server(max_instances=2)
         running, draft = self.make_instances(server, 2)
         running.state = "running"
-        running.action_suspend()
-        self.assertEqual(running.state, "suspended")
-        self.assertEqual(server.instance_count, 2, "a suspended instance keeps its slot")
-        running.action_resume()
+        # Suspending is real (the database refuses connections): a server whose
+        # PostgreSQL is unreachable refuses it with the reason, and nothing changes.
+        with self.assertRaises(UserError) as caught:
+            running.action_suspend()
+        self.assertIn("Cannot connect", str(caught.exception))
         self.assertEqual(running.state, "running")
+        running.state = "suspended"
+        self.assertEqual(server.instance_count, 2, "a suspended instance keeps its slot")
         # a draft has nothing on the server: terminating it touches no remote system
         draft.action_terminate()
         self.assertEqual(draft.state, "terminated")

@@ -1,7 +1,10 @@
+from unittest.mock import patch
+
 from odoo.exceptions import AccessError
 from odoo.tests import new_test_user, tagged
 from odoo.tools import mute_logger
 
+from ..remote import postgres
 from .common import SaasCase
 
 SECRETS = ("ssh_password", "ssh_private_key", "db_password", "master_password")
@@ -139,5 +142,8 @@ class TestSaasServerSecurity(SaasCase):
         as_manager = instance.with_user(self.saas_manager)
         with self.assertRaises(AccessError):
             as_manager.write({"state": "terminated"})
-        as_manager.action_suspend()
+        # The database itself is not this test's: only who may suspend it.
+        with patch.object(postgres, "set_connections_allowed") as suspend:
+            as_manager.action_suspend()
+        suspend.assert_called_once()
         self.assertEqual(instance.state, "suspended")

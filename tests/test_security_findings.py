@@ -135,7 +135,7 @@ class TestNoAuthorizationByContext(SaasCase):
             {"ssh_user": "odoo", "ssh_password": "findings-ssh-pw", "ssh_host_key": False}
         )
         instance = self.make_instances(self.server, 1)
-        instance.template_id = self.template
+        instance.write({"template_id": self.template.id, "admin_email": "c@example.com"})
         with (
             patch.object(provision, "provision") as remote,
             patch.object(postgres, "database_exists") as exists,

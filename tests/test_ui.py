@@ -12,6 +12,8 @@ import shutil
 import unittest
 from urllib.parse import urlencode
 
+import requests
+
 from odoo import http, sql_db
 from odoo.modules.registry import Registry
 from odoo.tests import HttpCase, tagged
@@ -178,6 +180,10 @@ class TestUiProvisioning(SelfManagedUiCase):
             payloads,
         )
         self.run_tour(f"/odoo?{query}", "saas_manager_instance_running_tour", timeout=120)
+        # The customer's side: their instance's own login page answers.
+        page = requests.get(f"{self.server.server_url}/web/login?db={self.instance_db}", timeout=30)
+        self.assertEqual(page.status_code, 200)
+        self.assertIn("oe_login_form", page.text)
         self.assertEqual(instance.server_id, self.server)
         self.assertEqual(instance.template_id, self.template)
         self.assertTrue(instance.provisioned_date)

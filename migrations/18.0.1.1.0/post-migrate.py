@@ -120,6 +120,16 @@ def migrate(cr, version):
     if not version:
         return
     encrypt_clear_columns(cr)
+    # Names are unique among live instances now (partial indexes made by init()).
+    for constraint in (
+        "saas_instance_database_name_server_unique",
+        "saas_instance_subdomain_unique",
+    ):
+        cr.execute(
+            sql.SQL("ALTER TABLE saas_instance DROP CONSTRAINT IF EXISTS {}").format(
+                sql.Identifier(constraint)
+            )
+        )
     env = api.Environment(cr, SUPERUSER_ID, {})
     # Template creation runs on the operations engine now.
     old_cron = env.ref("saas_manager.ir_cron_saas_template_create", raise_if_not_found=False)

@@ -82,6 +82,11 @@ registry.category("web_tour.tours").add("saas_manager_instance_tour", {
                 trigger: ".o_form_view .o_field_widget[name=database_name] input",
                 run: `edit ${databaseName}`,
             },
+            {
+                content: "Give the customer's email: their login and where the invitation goes",
+                trigger: ".o_form_view .o_field_widget[name=admin_email] input",
+                run: "edit customer@tour.example",
+            },
             ...pickMany2one("template_id", templateName),
             ...pickMany2one("server_id", serverName),
             ...stepUtils.saveForm(),
@@ -125,6 +130,10 @@ registry.category("web_tour.tours").add("saas_manager_instance_running_tour", {
             {
                 content: "Its URL is shown",
                 trigger: `.o_form_view .o_field_widget[name=url]:contains(${databaseName})`,
+            },
+            {
+                content: "The invitation was sent",
+                trigger: ".o_form_view .o_field_widget[name=invitation_state]:contains(Sent)",
             },
             {
                 content: "Its provisioning is one operation",
