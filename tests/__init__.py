@@ -9,3 +9,4 @@ from . import test_saas_instance
 from . import test_security_findings
 from . import test_secrets_at_rest
 from . import test_customer_handover
+from . import test_filestore_sharing
