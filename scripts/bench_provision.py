@@ -9,7 +9,8 @@ For each template database it times, --repeat times each (rounds interleaved, af
 * ``remote.postgres.clone_database`` for each strategy (the copy plus its new
   identity);
 * the whole provision as ``saas.instance._provision`` does it: an SSH session to
-  the host, ``clone_database`` with the default strategy and ``base_url``, and the
+  the host, ``clone_database`` with the default strategy, ``base_url`` and the
+  customer's handover (administrator, company, language), and the
   template's filestore copied over SSH beside the clone (``remote.provision``);
 * ``createdb`` then ``pg_dump -Fc | pg_restore`` (the database only);
 * Odoo's own ``db.duplicate_database`` over JSON-RPC (database and filestore).
@@ -60,7 +61,7 @@ from psycopg2 import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from remote import odoo_rpc, postgres, provision, ssh  # noqa: E402
+from remote import handover, odoo_rpc, postgres, provision, ssh  # noqa: E402
 from sandbox import odoo as sandbox_odoo  # noqa: E402
 from sandbox import util  # noqa: E402
 from sandbox.postgres import PgCluster  # noqa: E402
@@ -247,6 +248,14 @@ def whole_provision(bench, template, target):
         source_dir=str(bench.filestore(template)),
         target_dir=str(bench.filestore(target)),
         base_url=BASE_URL,
+        # As saas.instance hands the clone to its customer, in the identity step.
+        handover=handover.Handover(
+            admin_email=f"{target}@bench.example",
+            admin_name="Bench Customer",
+            company_name="Bench Customer Ltd",
+            lang="en_US",
+            tz="Europe/Paris",
+        ),
     )
     parts = {"clone": result.clone.duration_s}
     if bench.clone_log.copy_s is not None:
