@@ -9,7 +9,7 @@ from odoo.tools.misc import scan_languages
 
 from odoo.addons.base.models.res_partner import _tz_get
 
-from ..remote import capacity, exceptions, handover, names, postgres, provision
+from ..remote import capacity, exceptions, handover, names, postgres, provision, support_access
 from ..remote import filestore as remote_filestore
 from .saas_operation import Made, OperationError, RemoteStep
 
@@ -31,7 +31,12 @@ STATUS_FIELDS = (
     "invitation_date",
     "invitation_expiry",
     "invitation_error",
+    "support_login",
+    "support_expiry",
+    "support_granted_by",
 )
+SUPPORT_HOURS_PARAM = "saas_manager.support_access_hours"
+DEFAULT_SUPPORT_HOURS = 1
 ADMIN_GROUP = "saas_manager.group_saas_admin"
 # Who the instance is handed to: fixed once it is queued (applied by the clone).
 HANDOVER_FIELDS = ("admin_email", "company_name", "lang", "tz")
@@ -126,6 +131,34 @@ class SaasInstance(models.Model):
     invitation_date = fields.Datetime(readonly=True, copy=False)
     invitation_expiry = fields.Datetime(readonly=True, copy=False)
     invitation_error = fields.Char(readonly=True, copy=False)
+    # --- load, measured by the hourly sweep of its server (SPEC §10) ---
+    load_date = fields.Datetime(string="Load Measured", readonly=True, copy=False)
+    db_size_mb = fields.Float(
+        string="Database Size (MB)",
+        readonly=True,
+        copy=False,
+        digits=(16, 1),
+        help="0 while unknown: a PostgreSQL database is never empty.",
+    )
+    filestore_measured = fields.Boolean(readonly=True, copy=False)
+    filestore_size_mb = fields.Float(
+        string="Filestore Size (MB)", readonly=True, copy=False, digits=(16, 1)
+    )
+    activity_measured = fields.Boolean(readonly=True, copy=False)
+    user_count = fields.Integer(
+        string="Users", readonly=True, copy=False, help="Active internal users of the instance."
+    )
+    last_login_date = fields.Datetime(
+        readonly=True, copy=False, help="The latest login of an internal user."
+    )
+    load_error = fields.Char(readonly=True, copy=False)
+    support_login = fields.Char(
+        readonly=True, copy=False, help="Login of the support user open on the instance, if any."
+    )
+    support_expiry = fields.Datetime(readonly=True, copy=False)
+    support_granted_by = fields.Many2one("res.users", readonly=True, copy=False)
+    backup_ids = fields.One2many("saas.backup", "instance_id", string="Backups")
+    backup_count = fields.Integer(compute="_compute_backup_count")
 
     _sql_constraints = []
 
@@ -250,6 +283,46 @@ class SaasInstance(models.Model):
             instance.running_operation_id = running
             instance.running_operation_step = running.step
 
+    @api.depends("backup_ids")
+    def _compute_backup_count(self):
+        for instance in self:
+            instance.backup_count = len(instance.backup_ids)
+
+    def action_view_backups(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id("saas_manager.saas_backup_action")
+        action["domain"] = [("instance_id", "=", self.id)]
+        action["context"] = {"default_instance_id": self.id}
+        return action
+
+    def action_backup(self):
+        """Queue a manual backup into the plan's storage (or the company default)."""
+        self.ensure_one()
+        self.check_access("write")
+        self._require_state(
+            ("running", "suspended"),
+            lambda name, state: self.env._(
+                "Only a running or suspended instance can be backed up; %(name)s is %(state)s.",
+                name=name,
+                state=state,
+            ),
+        )
+        self._remote_backup_check()
+        record = self.env["saas.backup"]._start(self, "manual")
+        operation = record.operation_ids[:1]
+        return operation._queued_notification(
+            operation, _("%(name)s will be backed up in the background.", name=self.name)
+        )
+
+    def _remote_backup_check(self):
+        """Refuse a second backup while one is queued or running (one per instance)."""
+        if self.env["saas.backup"].sudo().search_count(
+            [("instance_id", "=", self.id), ("state", "in", ("queued", "running"))]
+        ):
+            raise UserError(
+                _("A backup of instance %(name)s is already queued or running.", name=self.name)
+            )
+
     def action_view_operations(self):
         self.ensure_one()
         action = self.env["ir.actions.act_window"]._for_xml_id("saas_manager.saas_operation_action")
@@ -340,6 +413,21 @@ class SaasInstance(models.Model):
                     exclude=self.ids,
                 )
         return super().write(vals)
+
+    def _apply_load_result(self, measured):
+        """Record a ``remote.load.InstanceLoad``; what it could not measure is unknown."""
+        self.ensure_one()
+        vals = {
+            "load_date": fields.Datetime.now(),
+            "db_size_mb": (measured.db_size_bytes or 0) / (1024 * 1024),
+            "filestore_measured": measured.filestore_bytes is not None,
+            "filestore_size_mb": (measured.filestore_bytes or 0) / (1024 * 1024),
+            "activity_measured": measured.user_count is not None,
+            "user_count": measured.user_count or 0,
+            "last_login_date": measured.last_login or False,
+            "load_error": "; ".join(measured.errors)[:250] or False,
+        }
+        self.sudo().write(vals)
 
     def _write_state(self, vals):
         """Write a state change decided by one of the actions (which checked it)."""
@@ -665,7 +753,7 @@ class SaasInstance(models.Model):
             .search(
                 [
                     ("operation_id.instance_id", "=", self.id),
-                    ("operation_id.kind", "=", "provision"),
+                    ("operation_id.kind", "in", ("provision", "restore")),
                     ("state", "=", "kept"),
                 ]
             )
@@ -722,6 +810,135 @@ class SaasInstance(models.Model):
             raise UserError(
                 _("Instance %(name)s: %(reason)s", name=self.name, reason=exc)
             ) from None
+
+    # ------------------------------------------------------------------
+    # Support access
+    # ------------------------------------------------------------------
+
+    def action_support_access(self):
+        """Open a support user on the running instance for a bounded time (admins only).
+
+        The operator gets a login and a password of their own, shown once in the
+        notification; the customer's password is neither known nor changed.
+        """
+        self.ensure_one()
+        if not (self.env.su or self.env.user.has_group(ADMIN_GROUP)):
+            raise AccessError(_("Only a SaaS administrator may open a support access."))
+        self._require_state(
+            ("running",),
+            lambda name, state: self.env._(
+                "Support access needs a running instance; %(name)s is %(state)s.",
+                name=name,
+                state=state,
+            ),
+        )
+        if self.support_login:
+            self._revoke_support_access()
+        hours = int(
+            self.env["ir.config_parameter"]
+            .sudo()
+            .get_param(SUPPORT_HOURS_PARAM, DEFAULT_SUPPORT_HOURS)
+        )
+        expiry = fields.Datetime.now() + timedelta(hours=max(1, hours))
+        try:
+            login, password = postgres.run_in_database(
+                self.server_id._pg_params(),
+                self.database_name,
+                functools.partial(support_access.grant, label=self.env.user.name),
+            )
+        except exceptions.RemoteError as exc:
+            raise UserError(
+                _("Support access to %(name)s failed: %(reason)s", name=self.name, reason=exc)
+            ) from None
+        self._write_state(
+            {"support_login": login, "support_expiry": expiry, "support_granted_by": self.env.uid}
+        )
+        self.message_post(
+            body=_(
+                "Support access opened by %(user)s until %(expiry)s UTC (user %(login)s).",
+                user=self.env.user.name,
+                expiry=fields.Datetime.to_string(expiry),
+                login=login,
+            )
+        )
+        self.env.ref("saas_manager.ir_cron_saas_support_access_revoke").sudo()._trigger(at=expiry)
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {
+                "title": _(
+                    "Support access until %(expiry)s UTC", expiry=fields.Datetime.to_string(expiry)
+                ),
+                "message": _(
+                    "%(url)s — login %(login)s, password %(password)s (shown once).",
+                    url=self.url,
+                    login=login,
+                    password=password,
+                ),
+                "type": "warning",
+                "sticky": True,
+                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
+            },
+        }
+
+    def action_revoke_support_access(self):
+        self.ensure_one()
+        if not (self.env.su or self.env.user.has_group(ADMIN_GROUP)):
+            raise AccessError(_("Only a SaaS administrator may revoke a support access."))
+        self._revoke_support_access()
+        return True
+
+    def _revoke_support_access(self, reason=None):
+        self.ensure_one()
+        login = self.support_login
+        if not login:
+            return
+        try:
+            postgres.run_in_database(
+                self.server_id._pg_params(),
+                self.database_name,
+                functools.partial(support_access.revoke, login=login),
+            )
+        except exceptions.RemoteError as exc:
+            raise UserError(
+                _(
+                    "Revoking the support access to %(name)s failed: %(reason)s",
+                    name=self.name,
+                    reason=exc,
+                )
+            ) from None
+        self._write_state(
+            {"support_login": False, "support_expiry": False, "support_granted_by": False}
+        )
+        self.message_post(
+            body=reason
+            or _(
+                "Support access %(login)s revoked by %(user)s.",
+                login=login,
+                user=self.env.user.name,
+            )
+        )
+
+    @api.model
+    def _cron_revoke_support_access(self):
+        """Cron: revoke the support accesses whose time is over."""
+        expired = self.search(
+            [("support_login", "!=", False), ("support_expiry", "<=", fields.Datetime.now())]
+        )
+        for instance in expired:
+            try:
+                with self.env.cr.savepoint():
+                    instance._revoke_support_access(
+                        reason=_(
+                            "Support access %(login)s expired and was revoked.",
+                            login=instance.support_login,
+                        )
+                    )
+            except UserError as exc:
+                _logger.error(
+                    "Support access of %s not revoked: %s", instance.database_name, exc.args[0]
+                )
+        return True
 
     # ------------------------------------------------------------------
     # Invitation
@@ -855,10 +1072,44 @@ class SaasInstance(models.Model):
             # Nothing remote to remove: terminated at once.
             self._write_state({"state": "terminated", "error": False})
             return True
+        backup = self._pre_terminate_backup()
+        if backup:
+            return backup.operation_ids[:1]._queued_notification(
+                backup.operation_ids[:1],
+                _("%(name)s is backed up, then terminated, in the background.", name=self.name),
+            )
         operation = self.env["saas.operation"]._queue("terminate", self, self.server_id)
         return operation._queued_notification(
             operation, _("%(name)s will be terminated in the background.", name=self.name)
         )
+
+    def _pre_terminate_backup(self):
+        """Queue the backup taken before a termination (which it then queues), or None.
+
+        Skipped when an administrator says so (context ``saas_skip_backup``), for an
+        instance whose database is not there (not running or suspended), and when no
+        storage is configured at all (said in the chatter).
+        """
+        self.ensure_one()
+        if self.env.context.get("saas_skip_backup") and (
+            self.env.su or self.env.user.has_group(ADMIN_GROUP)
+        ):
+            self.message_post(body=_("Terminated without a backup, as an administrator asked."))
+            return None
+        if self.state not in ("running", "suspended"):
+            return None
+        Backup = self.env["saas.backup"]
+        if not Backup._storage_for(self):
+            self.message_post(body=_("No backup storage is configured: terminated without a backup."))
+            return None
+        self._remote_backup_check()
+        return Backup._start(self, "pre_terminate")
+
+    def action_terminate_without_backup(self):
+        """Terminate without the backup first (administrators)."""
+        if not (self.env.su or self.env.user.has_group(ADMIN_GROUP)):
+            raise AccessError(_("Only a SaaS administrator may terminate without a backup."))
+        return self.with_context(saas_skip_backup=True).action_terminate()
 
     def _op_terminate(self, operation):
         """The termination operation (a generator run by ``saas.operation``)."""

@@ -15,14 +15,14 @@ import psycopg2
 import requests
 
 from odoo import fields
-from odoo.exceptions import ValidationError
+from odoo.exceptions import AccessError, ValidationError
 from odoo.service import db as db_service
 from odoo.tests import tagged
 from odoo.tools import mute_logger
 
 from odoo.addons.base.models.ir_mail_server import IrMailServer, MailDeliveryException
 
-from ..remote import handover, odoo_rpc, postgres
+from ..remote import handover, odoo_rpc, postgres, support_access
 from .common import LOGGERS, SelfManagedCase, unique_db_name
 
 LINK_RE = re.compile(r'href="([^"]+token=[^"]+)"')
@@ -272,3 +272,50 @@ class TestSuspendAndNames(CustomerCase):
             self.env.cr.execute(
                 "UPDATE saas_instance SET state = 'running' WHERE id = %s", [first.id]
             )
+
+
+@tagged("post_install", "-at_install", "saas_slow")
+class TestSupportAccess(CustomerCase):
+    def test_support_access_window(self):
+        instance, _mails = self.provisioned_instance(send_invitation=False)
+        db = instance.database_name
+        customer_password = "Customer-own-" + unique_db_name("pw")
+        self.query_commit(
+            db,
+            "UPDATE res_users SET password = %s WHERE login = %s",
+            [support_access.password_hash(customer_password), "alice@acme.example"],
+        )
+        self.assertTrue(self.login(db, "alice@acme.example", customer_password))
+        manager = self.env["res.users"].create(
+            {
+                "name": "Manager",
+                "login": "support_manager",
+                "groups_id": [(6, 0, [self.env.ref("saas_manager.group_saas_manager").id])],
+            }
+        )
+        with self.assertRaises(AccessError):
+            instance.with_user(manager).action_support_access()
+
+        def grant():
+            message = instance.action_support_access()["params"]["message"]
+            found = re.search(r"login (\S+), password (\S+) ", message)
+            return found.group(1), found.group(2)
+
+        login, password = grant()
+        self.assertTrue(self.login(db, login, password), "the support user logs in")
+        self.assertTrue(self.login(db, "alice@acme.example", customer_password))
+        chatter = " ".join(instance.message_ids.mapped("body"))
+        self.assertIn("Support access opened", chatter)
+        self.assertNotIn(password, chatter)
+        self.assertEqual(instance.support_login, login)
+        instance.action_revoke_support_access()
+        self.assertFalse(self.login(db, login, password), "refused after revocation")
+        self.assertTrue(self.login(db, "alice@acme.example", customer_password))
+        # Expiry: the cron revokes what is past its time.
+        login, password = grant()
+        self.assertTrue(self.login(db, login, password))
+        instance.support_expiry = fields.Datetime.now() - timedelta(minutes=1)
+        self.env["saas.instance"]._cron_revoke_support_access()
+        self.assertFalse(instance.support_login)
+        self.assertFalse(self.login(db, login, password), "refused after expiry")
+        self.assertTrue(self.login(db, "alice@acme.example", customer_password))
