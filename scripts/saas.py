@@ -43,6 +43,7 @@ from sandbox import machine, util  # noqa: E402
 from sandbox.odoo import OdooServer, find_odoo_src  # noqa: E402
 from sandbox.postgres import PgCluster, SystemCluster  # noqa: E402
 from sandbox.service import ServiceError  # noqa: E402
+from sandbox.smtp import SmtpSink  # noqa: E402
 from sandbox.sshd import Sshd  # noqa: E402
 
 SCRIPTS = ROOT / "scripts"
@@ -424,6 +425,16 @@ else:
         env.cr.commit()
     # Field names only: the values include secrets.
     print("saas_run: local demo server updated:", ", ".join(sorted(changed)) or "nothing changed")
+# The demo's outgoing mail: the sandbox's SMTP sink (one server, kept up to date).
+sink = {"name": "Demo mail sink", "smtp_host": "127.0.0.1",
+        "smtp_port": int(os.environ["SAAS_RUN_SMTP_PORT"]), "smtp_encryption": "none"}
+mail_server = env["ir.mail_server"].sudo().search([("name", "=", sink["name"])], limit=1)
+if mail_server:
+    mail_server.write(sink)
+else:
+    env["ir.mail_server"].sudo().create(sink)
+env.cr.commit()
+print("saas_run: outgoing mail goes to the sink on port", sink["smtp_port"])
 """
 
 
@@ -489,7 +500,9 @@ def cmd_run(args):
             log_to_file=False,
         )
         server.write_config()
-        prepare_demo_database(args, server, pg, sshd, run_dir, data_dir)
+        # Every mail of the demo (the customers' invitations) lands in a file, none leaves.
+        smtp = stack.enter_context(SmtpSink(run_dir / "smtp"))
+        prepare_demo_database(args, server, pg, sshd, run_dir, data_dir, smtp)
 
         util.log(f"starting Odoo on {server.url} (Ctrl-C stops it)")
         start_or_die(stack, server, "Odoo", None)
@@ -501,17 +514,18 @@ def cmd_run(args):
             f"   (kept in {run_dir / 'admin_passwd'})\n"
             f"    PostgreSQL:       127.0.0.1:{pg.port}, role {pg.owner}\n"
             f"    SSH (filestores): 127.0.0.1:{sshd.port}\n"
+            f"    Mail sent:        {smtp.mail_dir}/*.eml (an SMTP sink on 127.0.0.1:{smtp.port})\n"
             "    Try: Configuration > Servers > This Odoo (local demo) > Check Health;\n"
-            "         Templates > Contacts starter > Create Database (the cron runs it "
-            "within a minute);\n"
-            "         Instances > New, template Contacts starter > Provision.\n\n"
+            "         Templates > Contacts starter > Create Database (in the background);\n"
+            "         Instances > New, customer Demo Customer, template Contacts starter >\n"
+            "         Provision; then open the invitation mail above and choose a password.\n\n"
         )
         code = server.process.wait()
         util.log(f"Odoo exited (code {code})")
         return code
 
 
-def prepare_demo_database(args, server, pg, sshd, run_dir, data_dir):
+def prepare_demo_database(args, server, pg, sshd, run_dir, data_dir, smtp):
     """Install (the first time) or update saas_manager, then write the demo record."""
     try:
         installed = pg.owner_psql(
@@ -550,6 +564,7 @@ def prepare_demo_database(args, server, pg, sshd, run_dir, data_dir):
         "SAAS_RUN_SSH_USER": util.current_user(),
         "SAAS_RUN_SSH_KEY_FILE": str(sshd.login_key()),
         "SAAS_RUN_SSH_HOST_KEY_FILE": str(sshd.host_key_file()),
+        "SAAS_RUN_SMTP_PORT": str(smtp.port),
     }
     args_shell = ("shell", "-d", args.db, "--no-http", "--log-level=warn")
     if server.run(*args_shell, log=log, stdin=DEMO_SERVER_UPDATE, env=env, check=False):
