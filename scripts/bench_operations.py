@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -182,6 +183,19 @@ class Bench:
         return databases, stores
 
 
+def remote_step_times(log_path, names):
+    """{database: seconds} of the remote provision step (clone beside the filestore
+    copy, ``remote.provision``), from the lines it logs in Odoo's log."""
+    found = {}
+    pattern = re.compile(r"Provisioned (\S+) from \S+ in ([0-9.]+) s")
+    with open(log_path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            match = pattern.search(line)
+            if match and match.group(1) in names:
+                found[match.group(1)] = float(match.group(2))
+    return found
+
+
 def timed(argv):
     started = time.perf_counter()
     subprocess.run(argv, check=True)
@@ -224,7 +238,10 @@ def filestore_part(bench, args):
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    names = [f"bench_fs_{number:02d}" for number in range(args.fs_runs)]
+    steps = remote_step_times(mgr.odoos[0].log_path, set(names))
     return {
+        "steps": [steps[name] for name in names if name in steps],
         "files": files,
         "mb": int(du.stdout.split()[0]),
         "bare": bare,
@@ -281,6 +298,14 @@ def report(bare, batches, fs, terminated_in, leaks, versions):
             f"cp -a {statistics.median(fs['cp_a']):.3f} s; "
             f"cp -al {statistics.median(fs['cp_al']):.3f} s"
         )
+        if fs["steps"]:
+            step = statistics.median(fs["steps"])
+            met = "met" if step <= TARGET_FS_VS_BARE * fs_bare else "MISSED"
+            print(
+                f"Its remote step (clone beside the filestore copy, remote.provision): median "
+                f"{step:.3f} s, {step / fs_bare:.2f}x the bare clone (target "
+                f"{TARGET_FS_VS_BARE}x: {met})"
+            )
         print(
             f"du -sm of one instance's filestore: {fs['du_one']} MB; du -smc of the template's "
             f"and that instance's together: {fs['du_both']} MB (shared files counted once)."

@@ -328,7 +328,7 @@ class Manager:
 def fill_filestore(directory, files, size):
     """``files`` files of ``size`` random bytes under ``directory``/bulk/<xx>/ (new)."""
     bulk = Path(directory) / "bulk"
-    per_dir = max(1, files // 256)
+    per_dir = max(1, -(-files // 256))
     made = 0
     seed = os.urandom(size)
     for index in range(256):
