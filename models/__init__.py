@@ -6,3 +6,5 @@ from . import saas_operation
 from . import saas_operation_journal
 from . import saas_template
 from . import saas_instance
+from . import saas_alert
+from . import saas_alert_state

@@ -1,3 +1,5 @@
+import concurrent.futures
+import dataclasses
 import ipaddress
 import logging
 import re
@@ -6,7 +8,7 @@ from urllib.parse import urlsplit
 from odoo import _, api, fields, models
 from odoo.exceptions import AccessError, UserError, ValidationError
 
-from ..remote import capacity, exceptions, health, odoo_rpc, postgres, ssh, ssh_keys
+from ..remote import alerts, capacity, exceptions, health, load, odoo_rpc, postgres, ssh, ssh_keys
 from .saas_server_health_check import HEALTH_STATUSES
 
 _logger = logging.getLogger(__name__)
@@ -24,6 +26,14 @@ CODE_PATTERN = re.compile(r"[a-z0-9_-]+")
 # Instances in these states no longer hold a slot on their server.
 SLOT_FREE_STATES = ("failed", "terminated")
 SLOW_RESPONSE_MS = 2000
+# A server whose data disk is this full is "warning"; below the free share,
+# get_available_server() sends it no new instance.
+DISK_WARNING_USED_PERCENT = 90
+DISK_MIN_FREE_PERCENT = 10
+GIB = 1024**3
+MIB = 1024**2
+# Instances whose database exists on the server: their load is measured.
+LOAD_MEASURED_STATES = ("running", "suspended")
 # Where the server's secrets are sent. Whoever may change these may redirect the
 # master password, PostgreSQL password or SSH credentials to a host of their own,
 # so, like the secrets themselves, they are changed by SaaS administrators only.
@@ -49,6 +59,21 @@ STATUS_FIELDS = (
     "server_version",
     "response_time_ms",
     "last_check_error",
+    # The measured load: it drives placement and alerts.
+    "load_date",
+    "disk_measured",
+    "disk_total_gb",
+    "disk_free_gb",
+    "disk_free_percent",
+    "disk_error",
+    "db_measured",
+    "db_connections",
+    "db_max_connections",
+    "db_is_primary",
+    "db_replica_count",
+    "db_replica_max_lag_mb",
+    "db_replica_max_lag_s",
+    "db_error",
 )
 
 
@@ -65,6 +90,11 @@ class SaasServer(models.Model):
     # Concurrent checks of a sweep: the checks wait on the network, not the CPU,
     # so a sweep of up to this many servers lasts about one check timeout.
     _health_max_workers = 64
+    # The hourly sweep (health and load side by side) gives up after this long:
+    # what it could not check in time is recorded unknown, never offline.
+    _sweep_budget_s = 20.0
+    # Concurrent load tasks (two per server: SSH and PostgreSQL).
+    _load_max_workers = 32
 
     name = fields.Char(required=True, tracking=True)
     code = fields.Char(
@@ -179,6 +209,40 @@ class SaasServer(models.Model):
     health_check_ids = fields.One2many(
         "saas.server.health.check", "server_id", string="Health History", readonly=True
     )
+    # --- load, measured by the hourly sweep (SPEC §10); unknown is not zero ---
+    load_date = fields.Datetime(string="Load Measured", copy=False, readonly=True)
+    disk_measured = fields.Boolean(
+        copy=False, readonly=True, help="The disk figures are from the last sweep."
+    )
+    disk_total_gb = fields.Float(string="Disk Total (GB)", copy=False, readonly=True)
+    disk_free_gb = fields.Float(string="Disk Free (GB)", copy=False, readonly=True)
+    disk_free_percent = fields.Float(
+        string="Disk Free (%)",
+        copy=False,
+        readonly=True,
+        digits=(16, 2),
+        help="Free share of the data directory's disk. Below 10 %, no new instance is "
+        "placed on this server.",
+    )
+    disk_error = fields.Char(copy=False, readonly=True)
+    db_measured = fields.Boolean(string="PostgreSQL Measured", copy=False, readonly=True)
+    db_connections = fields.Integer(string="DB Connections", copy=False, readonly=True)
+    db_max_connections = fields.Integer(string="DB Max Connections", copy=False, readonly=True)
+    db_is_primary = fields.Boolean(string="DB Is Primary", copy=False, readonly=True)
+    db_replica_count = fields.Integer(string="Replicas", copy=False, readonly=True)
+    db_replica_max_lag_mb = fields.Float(
+        string="Replica Max Lag (MB)", copy=False, readonly=True, digits=(16, 2)
+    )
+    db_replica_max_lag_s = fields.Float(
+        string="Replica Max Lag (s)", copy=False, readonly=True, digits=(16, 1)
+    )
+    db_error = fields.Char(string="PostgreSQL Error", copy=False, readonly=True)
+    alert_after_failures = fields.Integer(
+        default=alerts.DEFAULT_OPEN_AFTER,
+        help="Consecutive bad checks before an alert opens (it is resolved after 2 good ones).",
+    )
+    alert_ids = fields.One2many("saas.alert", "server_id", string="Alerts", readonly=True)
+    alert_open_count = fields.Integer(compute="_compute_alert_open_count", string="Open Alerts")
 
     _sql_constraints = [
         ("code_unique", "UNIQUE(code)", "Another server already uses this code."),
@@ -198,6 +262,18 @@ class SaasServer(models.Model):
     def _compute_operation_count(self):
         for server in self:
             server.operation_count = len(server.operation_ids)
+
+    @api.depends("alert_ids.state")
+    def _compute_alert_open_count(self):
+        counts = dict(
+            self.env["saas.alert"]._read_group(
+                [("server_id", "in", self.ids), ("state", "=", "open")],
+                ["server_id"],
+                ["__count"],
+            )
+        )
+        for server in self:
+            server.alert_open_count = counts.get(server._origin, 0)
 
     @api.depends("max_instances", "instance_ids.state")
     def _compute_capacity(self):
@@ -236,9 +312,16 @@ class SaasServer(models.Model):
                     )
                 ) from None
 
-    @api.constrains("max_instances", "max_parallel_operations")
+    @api.constrains("max_instances", "max_parallel_operations", "alert_after_failures")
     def _check_max_instances(self):
         for server in self:
+            if server.alert_after_failures < 1:
+                raise ValidationError(
+                    _(
+                        "Alert after failures of server %(name)s must be at least 1.",
+                        name=server.name,
+                    )
+                )
             if server.max_instances <= 0:
                 raise ValidationError(
                     _("Max instances of server %(name)s must be above 0.", name=server.name)
@@ -371,10 +454,12 @@ class SaasServer(models.Model):
             verify=self.tls_ca_bundle or True,
         )
 
-    def _probe_all(self):
+    def _probe_all(self, sweep_timeout=None):
         """Probe every server of ``self`` concurrently; return {server id: ProbeResult}.
 
         Only network I/O happens in the pool's threads: no ORM access there.
+        ``sweep_timeout`` bounds the whole sweep: a probe not done by then is
+        ``checked=False`` (unknown).
         """
         targets = [server._health_target() for server in self]
         results = health.probe_many(
@@ -382,6 +467,7 @@ class SaasServer(models.Model):
             connect_timeout=self._health_connect_timeout,
             timeout=self._health_timeout,
             max_workers=self._health_max_workers,
+            sweep_timeout=sweep_timeout,
         )
         # Every connection attempt, whichever action made it, logged once here.
         for server in self:
@@ -399,15 +485,23 @@ class SaasServer(models.Model):
         self.ensure_one()
         if not result.online:
             return "critical"
-        if result.response_time_ms > SLOW_RESPONSE_MS or capacity.is_nearly_full(
-            self.max_instances, self.instance_count
+        if (
+            result.response_time_ms > SLOW_RESPONSE_MS
+            or capacity.is_nearly_full(self.max_instances, self.instance_count)
+            or (self.disk_measured and 100 - self.disk_free_percent >= DISK_WARNING_USED_PERCENT)
         ):
             return "warning"
         return "healthy"
 
     def _apply_health_result(self, result):
-        """Record one probe result on the server: status, history row, state."""
+        """Record one probe result on the server: status, history row, state.
+
+        A probe the sweep had no time to finish (``checked`` False) says nothing
+        about the server: it is recorded *unknown* and its state is left alone.
+        """
         self.ensure_one()
+        if not result.checked:
+            return self._apply_unchecked_result(result)
         status = self._health_status_for(result)
         now = fields.Datetime.now()
         error = (result.error or "")[:250] or False
@@ -449,25 +543,188 @@ class SaasServer(models.Model):
         )
         return status
 
-    def _check_health(self):
+    def _apply_unchecked_result(self, result):
+        self.ensure_one()
+        now = fields.Datetime.now()
+        error = (result.error or "")[:250] or False
+        self.sudo().write({"health_status": "unknown", "last_check_error": error})
+        self.env["saas.server.health.check"].sudo().create(
+            {
+                "server_id": self.id,
+                "check_date": now,
+                "health_status": "unknown",
+                "online": False,
+                "response_time_ms": 0,
+                "error": error,
+            }
+        )
+        _logger.warning(
+            "Health check of SaaS server %s (%s): unknown, %s", self.code, self.server_url, error
+        )
+        return "unknown"
+
+    def _check_health(self, with_load=False):
         """Probe ``self`` concurrently, then record each result in its own savepoint.
+
+        With ``with_load`` (the hourly sweep), the load is collected at the same
+        time, both within ``_sweep_budget_s``, and recorded first so that the
+        health status sees the fresh disk figures. Then the alerts are fed.
 
         A server whose result cannot be recorded is logged and skipped; the others are
         recorded. Returns the servers whose result could not be recorded.
         """
-        results = self._probe_all()
+        loads = {}
+        if with_load:
+            targets = [server._load_target() for server in self]
+            with concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="saas-load-sweep"
+            ) as pool:
+                # Only network I/O in that thread: the targets were built here.
+                future = pool.submit(
+                    load.collect_many,
+                    targets,
+                    max_workers=self._load_max_workers,
+                    timeout=self._sweep_budget_s,
+                    command_timeout=self._health_timeout,
+                )
+                results = self._probe_all(sweep_timeout=self._sweep_budget_s)
+                loads = future.result()
+        else:
+            results = self._probe_all()
         failed = self.browse()
+        checks = []
         for server in self:
             try:
                 with self.env.cr.savepoint():
+                    if server.id in loads:
+                        server._apply_load_result(loads[server.id])
                     server._apply_health_result(results[server.id])
+                    checks.append(
+                        server._alert_conditions(results[server.id], loads.get(server.id))
+                    )
             except Exception:
                 # One server's fault must never stop the sweep of the others.
                 _logger.exception(
                     "Recording the health check of SaaS server %s failed", server.code
                 )
                 failed |= server
+        try:
+            with self.env.cr.savepoint():
+                self.env["saas.alert"]._record_server_checks(checks)
+        except Exception:
+            # The checks are recorded; alerts are fed again at the next sweep.
+            _logger.exception("Recording the alerts of a health sweep failed")
         return failed
+
+    # ------------------------------------------------------------------
+    # Load and alerts
+    # ------------------------------------------------------------------
+
+    def _load_target(self):
+        """What remote.load needs to measure this server: reached by SSH when it is
+        configured (else the disk is unknown), by PostgreSQL always."""
+        self.ensure_one()
+        try:
+            ssh_settings = dataclasses.replace(
+                self._ssh_settings(), connect_timeout=self._health_connect_timeout
+            )
+        except UserError:
+            ssh_settings = None
+        params = dataclasses.replace(
+            self._pg_params(), connect_timeout=int(self._health_connect_timeout)
+        )
+        databases = tuple(
+            self.instance_ids.filtered(lambda inst: inst.state in LOAD_MEASURED_STATES).mapped(
+                "database_name"
+            )
+        )
+        return load.LoadTarget(
+            key=self.id,
+            ssh=ssh_settings,
+            data_dir=self.data_dir or "/var/lib/odoo",
+            postgres=params,
+            databases=databases,
+        )
+
+    def _apply_load_result(self, result):
+        """Record what remote.load measured: unknown parts are marked so, not zeroed."""
+        self.ensure_one()
+        vals = {"load_date": fields.Datetime.now()}
+        disk = result.disk
+        if disk is not None:
+            vals.update(
+                disk_measured=True,
+                disk_total_gb=disk.total_bytes / GIB,
+                disk_free_gb=disk.free_bytes / GIB,
+                disk_free_percent=disk.free_percent,
+                disk_error=False,
+            )
+        else:
+            vals.update(disk_measured=False, disk_error=(result.disk_error or "")[:250] or False)
+        pg = result.postgres
+        if pg is not None:
+            lags_bytes = [rep.lag_bytes for rep in pg.replicas if rep.lag_bytes is not None]
+            lags_s = [rep.replay_lag_s for rep in pg.replicas if rep.replay_lag_s is not None]
+            vals.update(
+                db_measured=True,
+                db_connections=pg.connections,
+                db_max_connections=pg.max_connections,
+                db_is_primary=pg.is_primary,
+                db_replica_count=len(pg.replicas),
+                db_replica_max_lag_mb=max(lags_bytes, default=0) / MIB,
+                db_replica_max_lag_s=max(lags_s, default=0.0),
+                db_error=False,
+            )
+        else:
+            vals.update(db_measured=False, db_error=(result.postgres_error or "")[:250] or False)
+        self.sudo().write(vals)
+        for instance in self.instance_ids.filtered(lambda inst: inst.state in LOAD_MEASURED_STATES):
+            try:
+                measured = result.instance(instance.database_name)
+            except KeyError:
+                continue
+            instance._apply_load_result(measured)
+        _logger.info(
+            "Load of SaaS server %s: disk %s, PostgreSQL %s",
+            self.code,
+            f"{disk.free_percent:.1f} % free" if disk else f"unknown ({result.disk_error})",
+            f"{pg.connections}/{pg.max_connections} connections, {len(pg.replicas)} replicas"
+            if pg
+            else f"unknown ({result.postgres_error})",
+        )
+
+    def _alert_conditions(self, result, server_load=None):
+        """``(server, {kind: bad}, {kind: message})`` of one check, for saas.alert."""
+        self.ensure_one()
+        replica_lags = None
+        disk_free = None
+        if server_load is not None and server_load.disk is not None:
+            disk_free = server_load.disk.free_percent
+        if server_load is not None and server_load.postgres is not None:
+            replica_lags = [
+                (rep.lag_bytes, rep.replay_lag_s) for rep in server_load.postgres.replicas
+            ]
+        conditions = alerts.server_conditions(
+            online=result.online if result.checked else None,
+            response_time_ms=result.response_time_ms if result.checked else None,
+            capacity_used_percent=self.used_capacity,
+            disk_free_percent=disk_free,
+            replica_lags=replica_lags,
+        )
+        messages = {
+            "server_down": result.error or _("No answer."),
+            "server_slow": _("Answered in %(ms)s ms.", ms=result.response_time_ms),
+            "capacity": _("%(used)s%% of its instance slots used.", used=round(self.used_capacity)),
+        }
+        if disk_free is not None:
+            messages["disk"] = _("%(free)s%% of its disk free.", free=round(disk_free, 1))
+        if replica_lags:
+            messages["replica_lag"] = _(
+                "A replica lags %(mb)s MB (%(s)s s) behind.",
+                mb=round(self.db_replica_max_lag_mb, 1),
+                s=round(self.db_replica_max_lag_s, 1),
+            )
+        return self, conditions, messages
 
     def action_check_health(self):
         self.check_access("write")
@@ -483,7 +740,7 @@ class SaasServer(models.Model):
         """
         servers = self.search([("state", "in", ("active", "maintenance", "offline"))])
         _logger.info("Health check sweep of %s SaaS servers", len(servers))
-        failed = servers._check_health()
+        failed = servers._check_health(with_load=True)
         if failed:
             _logger.error(
                 "Health check sweep: %s of %s servers could not be recorded (%s)",
@@ -685,6 +942,9 @@ class SaasServer(models.Model):
             instances, then the oldest.
         :raise UserError: when no active server has that much capacity free.
 
+        Servers with less than 10 % of their disk free (as last measured) are
+        skipped; a server whose disk was never measured is not.
+
         Runs one SQL query whatever the number of servers.
         """
         if (
@@ -699,7 +959,13 @@ class SaasServer(models.Model):
                 )
             )
         server = self.search(
-            [("state", "=", "active"), ("available_capacity", ">=", min_capacity_percent)],
+            [
+                ("state", "=", "active"),
+                ("available_capacity", ">=", min_capacity_percent),
+                "|",
+                ("disk_measured", "=", False),
+                ("disk_free_percent", ">=", DISK_MIN_FREE_PERCENT),
+            ],
             order="available_capacity desc, instance_count asc, id asc",
             limit=1,
         )

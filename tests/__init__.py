@@ -10,3 +10,4 @@ from . import test_security_findings
 from . import test_secrets_at_rest
 from . import test_customer_handover
 from . import test_filestore_sharing
+from . import test_monitoring
