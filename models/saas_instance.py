@@ -152,27 +152,6 @@ class SaasInstance(models.Model):
         readonly=True, copy=False, help="The latest login of an internal user."
     )
     load_error = fields.Char(readonly=True, copy=False)
-    # --- load, measured by the hourly sweep of its server (SPEC §10) ---
-    load_date = fields.Datetime(string="Load Measured", readonly=True, copy=False)
-    db_size_mb = fields.Float(
-        string="Database Size (MB)",
-        readonly=True,
-        copy=False,
-        digits=(16, 1),
-        help="0 while unknown: a PostgreSQL database is never empty.",
-    )
-    filestore_measured = fields.Boolean(readonly=True, copy=False)
-    filestore_size_mb = fields.Float(
-        string="Filestore Size (MB)", readonly=True, copy=False, digits=(16, 1)
-    )
-    activity_measured = fields.Boolean(readonly=True, copy=False)
-    user_count = fields.Integer(
-        string="Users", readonly=True, copy=False, help="Active internal users of the instance."
-    )
-    last_login_date = fields.Datetime(
-        readonly=True, copy=False, help="The latest login of an internal user."
-    )
-    load_error = fields.Char(readonly=True, copy=False)
     support_login = fields.Char(
         readonly=True, copy=False, help="Login of the support user open on the instance, if any."
     )
@@ -434,21 +413,6 @@ class SaasInstance(models.Model):
                     exclude=self.ids,
                 )
         return super().write(vals)
-
-    def _apply_load_result(self, measured):
-        """Record a ``remote.load.InstanceLoad``; what it could not measure is unknown."""
-        self.ensure_one()
-        vals = {
-            "load_date": fields.Datetime.now(),
-            "db_size_mb": (measured.db_size_bytes or 0) / (1024 * 1024),
-            "filestore_measured": measured.filestore_bytes is not None,
-            "filestore_size_mb": (measured.filestore_bytes or 0) / (1024 * 1024),
-            "activity_measured": measured.user_count is not None,
-            "user_count": measured.user_count or 0,
-            "last_login_date": measured.last_login or False,
-            "load_error": "; ".join(measured.errors)[:250] or False,
-        }
-        self.sudo().write(vals)
 
     def _apply_load_result(self, measured):
         """Record a ``remote.load.InstanceLoad``; what it could not measure is unknown."""
