@@ -23,6 +23,8 @@
         "views/saas_template_views.xml",
         "views/saas_plan_views.xml",
         "views/saas_operation_views.xml",
+        "views/saas_backup_storage_views.xml",
+        "views/saas_backup_views.xml",
         "views/saas_alert_views.xml",
         "views/saas_server_fleet_views.xml",
         "views/saas_manager_menus.xml",

@@ -8,3 +8,5 @@ from . import saas_template
 from . import saas_instance
 from . import saas_alert
 from . import saas_alert_state
+from . import saas_backup_storage
+from . import saas_backup

@@ -316,8 +316,10 @@ class SaasInstance(models.Model):
 
     def _remote_backup_check(self):
         """Refuse a second backup while one is queued or running (one per instance)."""
-        if self.env["saas.backup"].sudo().search_count(
-            [("instance_id", "=", self.id), ("state", "in", ("queued", "running"))]
+        if (
+            self.env["saas.backup"]
+            .sudo()
+            .search_count([("instance_id", "=", self.id), ("state", "in", ("queued", "running"))])
         ):
             raise UserError(
                 _("A backup of instance %(name)s is already queued or running.", name=self.name)
@@ -1100,7 +1102,9 @@ class SaasInstance(models.Model):
             return None
         Backup = self.env["saas.backup"]
         if not Backup._storage_for(self):
-            self.message_post(body=_("No backup storage is configured: terminated without a backup."))
+            self.message_post(
+                body=_("No backup storage is configured: terminated without a backup.")
+            )
             return None
         self._remote_backup_check()
         return Backup._start(self, "pre_terminate")

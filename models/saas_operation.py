@@ -47,12 +47,18 @@ KINDS = [
     ("template_create", "Template creation"),
     ("provision", "Provisioning"),
     ("terminate", "Termination"),
+    ("backup", "Backup"),
+    ("verify", "Backup verification"),
+    ("restore", "Restore"),
 ]
 # kind -> (field of the record the operation is about, generator method on it)
 HANDLERS = {
     "template_create": ("template_id", "_op_template_create"),
     "provision": ("instance_id", "_op_provision"),
     "terminate": ("instance_id", "_op_terminate"),
+    "backup": ("backup_id", "_op_backup"),
+    "verify": ("backup_id", "_op_verify"),
+    "restore": ("backup_id", "_op_restore"),
 }
 ACTIVE_STATES = ("queued", "running")
 # Failures worth another attempt: the network, a server restarting. A refusal
@@ -143,6 +149,7 @@ class SaasOperation(models.Model):
     server_id = fields.Many2one("saas.server", readonly=True, index=True, ondelete="cascade")
     template_id = fields.Many2one("saas.template", readonly=True, index=True, ondelete="cascade")
     instance_id = fields.Many2one("saas.instance", readonly=True, index=True, ondelete="cascade")
+    backup_id = fields.Many2one("saas.backup", readonly=True, index=True, ondelete="cascade")
     step = fields.Char(readonly=True, help="The step now running, or the last one.")
     attempt = fields.Integer(readonly=True, default=0)
     max_attempts = fields.Integer(readonly=True, default=3)
@@ -157,11 +164,16 @@ class SaasOperation(models.Model):
     )
     journal_ids = fields.One2many("saas.operation.journal", "operation_id", readonly=True)
 
-    @api.depends("kind", "instance_id.name", "template_id.name", "server_id.name")
+    @api.depends("kind", "instance_id.name", "template_id.name", "server_id.name", "backup_id")
     def _compute_display_label(self):
         labels = dict(KINDS)
         for operation in self:
-            about = operation.instance_id or operation.template_id or operation.server_id
+            about = (
+                operation.instance_id
+                or operation.backup_id.instance_id
+                or operation.template_id
+                or operation.server_id
+            )
             operation.display_label = f"{labels.get(operation.kind, '')}: {about.display_name}"
 
     # ------------------------------------------------------------------

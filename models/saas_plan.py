@@ -17,3 +17,24 @@ class SaasPlan(models.Model):
     )
     active = fields.Boolean(default=True)
     instance_ids = fields.One2many("saas.instance", "plan_id", string="Instances")
+    backup_storage_id = fields.Many2one(
+        "saas.backup.storage",
+        ondelete="restrict",
+        help="Where the backups of this plan's instances go; empty: the company's default.",
+    )
+    backup_hour = fields.Integer(
+        default=2, help="Hour of the day (UTC, 0-23) from which the daily backup is due."
+    )
+    backup_keep_daily = fields.Integer(default=7)
+    backup_keep_weekly = fields.Integer(default=4)
+    backup_keep_monthly = fields.Integer(default=12)
+
+    _sql_constraints = [
+        ("backup_hour_range", "CHECK(backup_hour BETWEEN 0 AND 23)", "The backup hour is 0 to 23."),
+        (
+            "backup_keep_positive",
+            "CHECK(backup_keep_daily >= 0 AND backup_keep_weekly >= 0 "
+            "AND backup_keep_monthly >= 0)",
+            "Retention counts are 0 or more.",
+        ),
+    ]

@@ -11,3 +11,4 @@ from . import test_secrets_at_rest
 from . import test_customer_handover
 from . import test_filestore_sharing
 from . import test_monitoring
+from . import test_backups

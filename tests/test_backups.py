@@ -1,0 +1,310 @@
+import os
+import shutil
+import tempfile
+from datetime import datetime, timedelta
+from unittest.mock import patch
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from freezegun import freeze_time
+
+from odoo.exceptions import UserError
+from odoo.tests import tagged
+
+from ..remote import exceptions
+from .common import SelfManagedCase
+
+MARKER = "saas.test.marker"
+
+
+@tagged("post_install", "-at_install")
+class TestBackups(SelfManagedCase):
+    def setUp(self):
+        super().setUp()
+        self.env["ir.config_parameter"].sudo().set_param(
+            "saas_manager.operation_retry_delay_s", "0"
+        )
+        self.backup_dir = tempfile.mkdtemp(prefix="saas-backups-")
+        self.addCleanup(shutil.rmtree, self.backup_dir, ignore_errors=True)
+        self.storage = self.env["saas.backup.storage"].create(
+            {"name": "Local", "kind": "local", "path": self.backup_dir, "is_default": True}
+        )
+        self.Backup = self.env["saas.backup"]
+
+    def ready_instance(self):
+        template = self.make_template(name="Backup template")
+        self.assertTrue(template._create_database(), template.error)
+        instance = self.make_instance(template, send_invitation=False)
+        self.provision(instance)
+        self.assertEqual(instance.state, "running", instance.error)
+        return instance
+
+    def set_marker(self, db, value):
+        self.query_commit(
+            db,
+            "INSERT INTO ir_config_parameter (key, value) VALUES (%s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            [MARKER, value],
+        )
+
+    def marker(self, db):
+        return self.config_params(db).get(MARKER)
+
+    def add_attachment(self, db):
+        """A file in the instance's filestore and its ir_attachment row."""
+        store_fname = "zz/zz0123456789abcdef"
+        path = os.path.join(self.filestore_root, db, store_fname)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(b"attached bytes")
+        self.query_commit(
+            db,
+            "INSERT INTO ir_attachment (name, type, store_fname, file_size, mimetype) "
+            "VALUES ('marker.txt', 'binary', %s, 14, 'text/plain')",
+            [store_fname],
+        )
+        return store_fname
+
+    def back_up(self, instance):
+        action = instance.action_backup()
+        self.assertEqual(action["params"]["type"], "info", action)
+        self.run_operations()
+        return self.Backup.search([("instance_id", "=", instance.id)], limit=1)
+
+    def databases_like(self, pattern):
+        return [row[0] for row in self.query("postgres", "SELECT datname FROM pg_database "
+                                             "WHERE datname LIKE %s", [pattern])]  # fmt: skip
+
+    def test_backup_verify_restore_both_ways(self):  # noqa: PLR0915 - one provision, many checks
+        instance = self.ready_instance()
+        db = instance.database_name
+        self.set_marker(db, "backed up")
+        store_fname = self.add_attachment(db)
+
+        # A manual backup through the queue: the object is where the record says.
+        backup = self.back_up(instance)
+        self.assertEqual(backup.state, "done", backup.error)
+        self.assertEqual(backup.kind, "manual")
+        path = os.path.join(self.backup_dir, backup.location)
+        self.assertEqual(os.path.getsize(path), backup.size)
+        self.assertRegex(backup.sha256, r"^[0-9a-f]{64}$")
+        self.assertIn("base", backup.modules.split(","))
+        self.assertEqual(instance.backup_count, 1)
+
+        # Verify: the sha256 and a scratch restore, dropped afterwards.
+        backup.action_verify()
+        self.run_operations()
+        self.assertTrue(backup.verified_date, backup.verify_error)
+        self.assertFalse(backup.verify_error)
+        self.assertFalse(self.databases_like("saas_verify_%"))
+
+        # Restore as a new instance: the data, the attachment's file, a new identity.
+        new_db = f"{db}_copy"
+        self.drop_later(new_db)
+        wizard = self.env["saas.backup.restore"].create(
+            {"backup_id": backup.id, "mode": "new", "server_id": self.server.id,
+             "name": "Restored copy", "database_name": new_db}
+        )  # fmt: skip
+        wizard.action_confirm()
+        self.run_operations()
+        copy = self.Instance.search([("database_name", "=", new_db)])
+        self.assertEqual(copy.state, "running", copy.error)
+        self.assertEqual(self.marker(new_db), "backed up")
+        self.assertTrue(os.path.isfile(os.path.join(self.filestore_root, new_db, store_fname)))
+        self.assertNotEqual(
+            self.config_params(new_db)["database.uuid"], self.config_params(db)["database.uuid"]
+        )
+        rows = self.query(new_db, "SELECT count(*) FROM ir_attachment WHERE store_fname = %s",
+                          [store_fname])  # fmt: skip
+        self.assertEqual(rows[0][0], 1)
+
+        # Restore in place: a safety backup first, suspended meanwhile, data put back.
+        self.set_marker(db, "changed since")
+        uuid_before = self.config_params(db)["database.uuid"]
+        wizard = self.env["saas.backup.restore"].create(
+            {"backup_id": backup.id, "mode": "in_place"}
+        )
+        wizard.action_confirm()
+        self.run_operations()
+        safety = self.Backup.search(
+            [("instance_id", "=", instance.id), ("kind", "=", "pre_restore")]
+        )
+        self.assertEqual(safety.state, "done", safety.error)
+        self.assertEqual(instance.state, "running", instance.error)
+        self.assertEqual(self.marker(db), "backed up")
+        self.assertEqual(self.config_params(db)["database.uuid"], uuid_before)
+        self.assertFalse(self.databases_like(f"{db[:40]}_rst_%"))
+        self.assertFalse(self.databases_like(f"{db[:40]}_old_%"))
+        self.assertTrue(os.path.isfile(os.path.join(self.filestore_root, db, store_fname)))
+
+        # A flipped byte in the storage is found.
+        with open(path, "r+b") as handle:
+            handle.seek(backup.size // 2)
+            byte = handle.read(1)
+            handle.seek(backup.size // 2)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+        backup.action_verify()
+        self.run_operations()
+        self.assertIn("corrupted", backup.verify_error)
+
+        # A suspended instance is backed up, and stays suspended.
+        instance.action_suspend()
+        suspended_backup = self.back_up(instance)
+        self.assertEqual(suspended_backup.state, "done", suspended_backup.error)
+        self.assertFalse(self.query("postgres", "SELECT datallowconn FROM pg_database "
+                                    "WHERE datname = %s", [db])[0][0])  # fmt: skip
+
+        # Terminate takes a pre_terminate backup, then terminates.
+        instance.action_terminate()
+        self.run_operations()
+        last = self.Backup.search([("instance_id", "=", instance.id)], limit=1)
+        self.assertEqual((last.kind, last.state), ("pre_terminate", "done"), last.error)
+        self.assertEqual(instance.state, "terminated", instance.error)
+        self.assertFalse(self.databases_like(db))
+
+    def test_failures_leave_nothing_behind(self):
+        instance = self.ready_instance()
+        db = instance.database_name
+        self.set_marker(db, "original")
+        backup = self.back_up(instance)
+        self.assertEqual(backup.state, "done", backup.error)
+
+        # A restore that fails at its identity step: no half-made database, original
+        # untouched and running again.
+        self.set_marker(db, "live data")
+        with patch(
+            "odoo.addons.saas_manager.remote.restore._set_identity",
+            side_effect=exceptions.DatabaseError("injected failure"),
+        ):
+            self.env["saas.backup.restore"].create(
+                {"backup_id": backup.id, "mode": "in_place"}
+            ).action_confirm()
+            self.run_operations()
+        self.assertEqual(instance.state, "running")
+        self.assertEqual(self.marker(db), "live data")
+        self.assertFalse(self.databases_like(f"{db[:40]}_rst_%"))
+        operation = backup.operation_ids.filtered(lambda op: op.kind == "restore")
+        self.assertEqual(operation.state, "failed")
+        self.assertIn("injected failure", operation.error)
+
+        # As a new instance too: the instance failed, its database does not exist.
+        new_db = f"{db}_new"
+        self.drop_later(new_db)
+        with patch(
+            "odoo.addons.saas_manager.remote.restore._set_identity",
+            side_effect=exceptions.DatabaseError("injected failure"),
+        ):
+            self.env["saas.backup.restore"].create(
+                {"backup_id": backup.id, "mode": "new", "server_id": self.server.id,
+                 "name": "Doomed", "database_name": new_db}
+            ).action_confirm()  # fmt: skip
+            self.run_operations()
+        doomed = self.Instance.search([("database_name", "=", new_db)])
+        self.assertEqual(doomed.state, "failed")
+        self.assertFalse(self.databases_like(new_db))
+        self.assertFalse(os.path.exists(os.path.join(self.filestore_root, new_db)))
+
+        # A server lacking a module of the backup is refused before anything is made.
+        self.query_commit(
+            backup.instance_id.template_id.database_name,
+            "DELETE FROM ir_module_module WHERE name = 'auth_signup'",
+        )
+        with self.assertRaisesRegex(UserError, "auth_signup"):
+            self.env["saas.backup.restore"].create(
+                {"backup_id": backup.id, "mode": "new", "server_id": self.server.id,
+                 "name": "Refused", "database_name": f"{db}_ref"}
+            ).action_confirm()  # fmt: skip
+        self.assertFalse(self.Instance.search([("name", "=", "Refused")]))
+
+        # SFTP storage refusing the credentials (a key the sshd does not know).
+        wrong_key = ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        sftp = self.env["saas.backup.storage"].create(
+            {
+                "name": "SFTP wrong key",
+                "kind": "sftp",
+                "sftp_host": "127.0.0.1",
+                "sftp_port": int(os.environ["SAAS_TEST_SSH_PORT"]),
+                "sftp_user": os.environ["SAAS_TEST_SSH_USER"],
+                "sftp_private_key": wrong_key.decode(),
+                "sftp_host_key": self.server.ssh_host_key,
+                "base_path": self.backup_dir,
+            }
+        )
+        notification = sftp.action_test()
+        self.assertEqual(notification["params"]["type"], "danger")
+        self.assertNotIn("PRIVATE KEY", notification["params"]["message"])
+        refused = self.Backup._start(instance, "manual", storage=sftp)
+        self.run_operations()
+        self.assertEqual(refused.state, "failed")
+        self.assertTrue(refused.error)
+        self.assertNotIn("PRIVATE KEY", refused.error)
+        self.assertEqual(instance.state, "running")
+        self.assertEqual(self.storage.action_test()["params"]["type"], "success")
+
+    def test_retention_and_schedule(self):
+        """A simulated year of daily backups; expiring deletes the stored objects."""
+        plan = self.env["saas.plan"].create({"name": "Backed up", "backup_hour": 3})
+        instance = self.Instance.create(
+            {"name": "Year", "database_name": "saas_year_client", "server_id": self.server.id,
+             "plan_id": plan.id, "state": "running"}
+        )  # fmt: skip
+        start = datetime(2024, 1, 1, 3, 0)
+        records = self.Backup.sudo().create(
+            [
+                {"instance_id": instance.id, "storage_id": self.storage.id, "state": "done",
+                 "kind": "scheduled", "started_date": start + timedelta(days=day),
+                 "location": f"saas_year_client/b{day:03d}.zip"}
+                for day in range(366)
+            ]
+        )  # fmt: skip
+        for record in records[:3] + records[-1:]:
+            path = os.path.join(self.backup_dir, record.location)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as handle:
+                handle.write(b"zip")
+        with freeze_time(start + timedelta(days=366)):
+            self.Backup._cron_retention()
+        kept = records.filtered(lambda rec: rec.state == "done")
+        self.assertLessEqual(len(kept), 7 + 4 + 12)
+        self.assertGreaterEqual(len(kept), 12)
+        self.assertIn(records[-1], kept)
+        for record in records[:3]:
+            # Early January 2024: only the month's newest is kept, the rest expired.
+            self.assertEqual(record.state, "expired")
+            self.assertFalse(os.path.exists(os.path.join(self.backup_dir, record.location)))
+        self.assertTrue(os.path.exists(os.path.join(self.backup_dir, records[-1].location)))
+
+        # Nothing expires while the newest backup failed.
+        self.Backup.sudo().create(
+            {"instance_id": instance.id, "storage_id": self.storage.id, "state": "failed",
+             "started_date": start + timedelta(days=367)}
+        )  # fmt: skip
+        before = len(kept)
+        self.Backup._cron_retention()
+        self.assertEqual(len(records.filtered(lambda rec: rec.state == "done")), before)
+
+        # Scheduled: not before the plan's hour, once a day, at most N per server a run.
+        self.Backup.sudo().search([("instance_id", "=", instance.id)]).unlink()
+        others = self.Instance.create(
+            [
+                {"name": f"Sched {n}", "database_name": f"saas_sched_{n}",
+                 "server_id": self.server.id, "plan_id": plan.id, "state": "running"}
+                for n in range(5)
+            ]
+        )  # fmt: skip
+        per_run = max(1, self.server.max_parallel_operations)
+        with freeze_time("2025-03-01 02:30:00"):
+            early = self.Backup._cron_scheduled_backups()
+            self.assertFalse(early.filtered(lambda rec: rec.instance_id.plan_id == plan))
+        with freeze_time("2025-03-01 04:00:00"):
+            first = self.Backup._cron_scheduled_backups()
+            mine = first.filtered(lambda rec: rec.instance_id.plan_id == plan)
+            self.assertEqual(len(mine), min(per_run, 6))
+            self.assertTrue(set(mine.instance_id.ids) <= set((others | instance).ids))
+            # The server's slots are taken by the queued ones: nothing more this run.
+            again = self.Backup._cron_scheduled_backups()
+            self.assertFalse(again.filtered(lambda rec: rec.server_id == self.server))
