@@ -26,9 +26,7 @@ class SaasServerHealthCheck(models.Model):
     )
     health_status = fields.Selection(HEALTH_STATUSES, required=True, readonly=True)
     online = fields.Boolean(readonly=True)
-    response_time_ms = fields.Integer(
-        string="Response Time (ms)", readonly=True, aggregator="avg"
-    )
+    response_time_ms = fields.Integer(string="Response Time (ms)", readonly=True, aggregator="avg")
     server_version = fields.Char(readonly=True)
     error = fields.Char(readonly=True)
 
