@@ -4,6 +4,7 @@ import socket
 import uuid
 
 import psycopg2
+from psycopg2 import sql as psql
 
 from odoo.tests import HttpCase, TransactionCase
 from odoo.tools import config, mute_logger
@@ -189,15 +190,19 @@ class SelfManagedCase(HttpCase, SaasCase):
         self.drop_later(instance.database_name)
         return instance
 
-    def query(self, db_name, sql, params=()):
-        """Rows of ``sql`` run in database ``db_name``."""
-        conn = psycopg2.connect(
+    def connect(self, db_name):
+        """A psycopg2 connection to ``db_name`` on the server's PostgreSQL (close it)."""
+        return psycopg2.connect(
             host=self.pg.host,
             port=self.pg.port,
             user=self.pg.user,
             password=self.pg.password,
             dbname=db_name,
         )
+
+    def query(self, db_name, sql, params=()):
+        """Rows of ``sql`` run in database ``db_name``."""
+        conn = self.connect(db_name)
         try:
             with conn.cursor() as cr:
                 cr.execute(sql, params)
@@ -207,18 +212,25 @@ class SelfManagedCase(HttpCase, SaasCase):
 
     def query_commit(self, db_name, sql, params=()):
         """Run ``sql`` in database ``db_name`` and commit it."""
-        conn = psycopg2.connect(
-            host=self.pg.host,
-            port=self.pg.port,
-            user=self.pg.user,
-            password=self.pg.password,
-            dbname=db_name,
-        )
+        conn = self.connect(db_name)
         try:
             with conn, conn.cursor() as cr:
                 cr.execute(sql, params)
         finally:
             conn.close()
+
+    def create_foreign_database(self):
+        """A database on the server that no record of the manager made (dropped at the end)."""
+        name = unique_db_name("saas_foreign")
+        conn = self.connect("postgres")
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cr:
+                cr.execute(psql.SQL("CREATE DATABASE {}").format(psql.Identifier(name)))
+        finally:
+            conn.close()
+        self.drop_later(name)
+        return name
 
     def config_params(self, db_name):
         return dict(self.query(db_name, "SELECT key, value FROM ir_config_parameter"))

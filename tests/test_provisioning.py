@@ -13,7 +13,6 @@ import threading
 import time
 
 import psycopg2
-from psycopg2 import sql
 
 from odoo import SUPERUSER_ID, api
 from odoo.exceptions import UserError
@@ -22,7 +21,7 @@ from odoo.tests import TransactionCase, tagged
 from odoo.tools import mute_logger
 
 from ..remote import postgres
-from .common import LOGGERS, SelfManagedCase, unique_db_name
+from .common import LOGGERS, SelfManagedCase
 
 
 @tagged("post_install", "-at_install", "saas_slow")
@@ -150,21 +149,7 @@ class TestProvisioning(SelfManagedCase):
         template = self.make_template()
         template.state = "ready"
         # A database that exists on the server but is not this instance's.
-        foreign = unique_db_name("saas_foreign")
-        conn = psycopg2.connect(
-            host=self.pg.host,
-            port=self.pg.port,
-            user=self.pg.user,
-            password=self.pg.password,
-            dbname="postgres",
-        )
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cr:
-                cr.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(foreign)))
-        finally:
-            conn.close()
-        self.drop_later(foreign)
+        foreign = self.create_foreign_database()
         instance = self.make_instance(template, database_name=foreign)
         self.provision(instance)
         self.assertEqual(instance.state, "failed")

@@ -9,15 +9,12 @@ import json
 import os
 from unittest.mock import patch
 
-import psycopg2
-from psycopg2 import sql
-
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tools import mute_logger
 
 from ..remote import odoo_rpc, postgres, provision
-from .common import LOGGERS, SaasCase, SelfManagedCase, unique_db_name
+from .common import LOGGERS, SaasCase, SelfManagedCase
 
 MANAGER_GROUPS = "base.group_user,saas_manager.group_saas_manager"
 
@@ -212,25 +209,6 @@ class TestContextOverJsonRpc(HttpCase, SaasCase):
 @tagged("post_install", "-at_install", "saas_slow")
 class TestFindingsOnRealSystems(SelfManagedCase):
     """Findings 4 and 5 against the test Odoo's own PostgreSQL and sshd."""
-
-    def create_foreign_database(self):
-        """A database on the server that no record of the manager made."""
-        name = unique_db_name("saas_foreign")
-        conn = psycopg2.connect(
-            host=self.pg.host,
-            port=self.pg.port,
-            user=self.pg.user,
-            password=self.pg.password,
-            dbname="postgres",
-        )
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cr:
-                cr.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        finally:
-            conn.close()
-        self.drop_later(name)
-        return name
 
     def test_4_lying_server_cannot_get_a_database_dropped(self):
         foreign = self.create_foreign_database()
