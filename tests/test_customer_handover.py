@@ -10,6 +10,7 @@ import re
 from contextlib import contextmanager
 from datetime import timedelta
 from unittest.mock import patch
+from urllib.parse import urlsplit
 
 import psycopg2
 import requests
@@ -18,7 +19,7 @@ from odoo import fields
 from odoo.exceptions import AccessError, ValidationError
 from odoo.service import db as db_service
 from odoo.tests import tagged
-from odoo.tools import mute_logger
+from odoo.tools import config, mute_logger
 
 from odoo.addons.base.models.ir_mail_server import IrMailServer, MailDeliveryException
 
@@ -158,6 +159,38 @@ class TestCustomerHandover(CustomerCase):
         self.choose_password(link, password + "-again")
         self.assertFalse(self.login(db, "alice@acme.example", password + "-again"))
         self.assertTrue(self.login(db, "alice@acme.example", password))
+
+    def test_invitation_with_an_instance_domain(self):
+        """Host-named instances (dbfilter ^%d$): the link is the instance's own reset page."""
+        self.server.sudo().instance_domain = "localhost"
+        name = "dom" + unique_db_name("x").replace("_", "")[:12]
+        instance, mails = self.provisioned_instance(database_name=name, subdomain=name)
+        link = LINK_RE.search(mails[0]["body"]).group(1).replace("&amp;", "&")
+        self.assertTrue(link.startswith(f"http://{name}.localhost/web/reset_password?token="), link)
+        # What the reverse proxy and dbfilter do in production: the host name picks the
+        # database; the request itself goes to the test server.
+        port = urlsplit(self.base_url()).port
+        local = link.replace(f"http://{name}.localhost", f"http://127.0.0.1:{port}")
+        headers = {"Host": f"{name}.localhost:{port}"}
+        password = "Domain-mode-" + unique_db_name("pw")
+        with patch.dict(config.options, {"dbfilter": "^%d$"}):
+            browser = requests.Session()
+            form = browser.get(local, headers=headers, timeout=30)
+            self.assertEqual(form.status_code, 200, "a fresh browser lands on the reset page")
+            csrf = CSRF_RE.search(form.text).group(1)
+            token = re.search(r'name="token" value="([^"]*)"', form.text).group(1)
+            browser.post(
+                local.split("?")[0],
+                headers=headers,
+                data={
+                    "csrf_token": csrf,
+                    "token": token,
+                    "password": password,
+                    "confirm_password": password,
+                },
+                timeout=60,
+            )
+        self.assertTrue(self.login(instance.database_name, "alice@acme.example", password))
 
     def test_new_invitation_voids_the_previous_and_expired_ones_fail(self):
         instance, mails = self.provisioned_instance()
