@@ -287,8 +287,14 @@ class SaasOperation(models.Model):
         return settings
 
     def _notify_end(self):
-        """Tell the user who asked (a bus notification) and refresh their open view."""
+        """Tell the user who asked (a bus notification) and refresh their open view;
+        open (or resolve) the alert of what the operation was about."""
         self.ensure_one()
+        alerts = self.env["saas.alert"].sudo()
+        if self.state == "failed":
+            alerts._on_operation_failed(self)
+        elif self.state == "done":
+            alerts._on_operation_done(self)
         user = self.user_id
         if not user or not user.active:
             return

@@ -274,7 +274,11 @@ def main():
             f"{args.url}/odoo/action-saas_manager.saas_instance_action/{instances[0]}",
             "form",
         ),
-        ("operation_list.png", f"{args.url}/odoo/action-saas_manager.saas_operation_action", "list"),
+        (
+            "operation_list.png",
+            f"{args.url}/odoo/action-saas_manager.saas_operation_action",
+            "list",
+        ),
     ]
 
     if args.only:
