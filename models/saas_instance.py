@@ -1,3 +1,13 @@
+"""``saas.instance``: one customer database, from draft to terminated.
+
+Over 500 lines because the instance is what every customer-facing action acts on:
+provisioning (an operation generator), the handover and the invitation, support
+access, suspend/resume, backups' hooks and the load fields. The remote work of each
+lives in ``remote/``; what is here is checks, records and messages. The next split,
+when one more part comes, is by concern into ``_inherit`` files (invitation, support
+access), as Odoo's own ``res.users`` does.
+"""
+
 import functools
 import logging
 from datetime import timedelta

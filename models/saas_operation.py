@@ -1,5 +1,8 @@
 """Long remote operations, run in the background and safe against a killed worker.
 
+(Over 500 lines: the model and its runner belong together — the runner is the only
+code that moves an operation's state, and it needs the model's journal and hooks.)
+
 An operation (``saas.operation``) is queued by a button and run by the cron job
 *SaaS: Run Operations*, woken by ``_trigger()``. Its work is a generator method of
 the record it is about (``saas.instance._op_provision`` …): ORM code between

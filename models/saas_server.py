@@ -1,3 +1,11 @@
+"""``saas.server``: a host that runs Odoo and hosts client databases.
+
+Over 500 lines: the registry (fields, constraints, secrets' destinations), the health
+and load sweep (concurrent, bounded, recorded in the cron's thread), placement
+(``get_available_server``) and the settings handed to ``remote/`` for each remote
+system. The sweep is the candidate for a file of its own when it grows again.
+"""
+
 import concurrent.futures
 import dataclasses
 import ipaddress

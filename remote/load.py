@@ -1,5 +1,9 @@
 """The load of a managed server and of its instances, collected over SSH and PostgreSQL.
 
+(Over 500 lines: the SSH half (disk, filestore sizes) and the PostgreSQL half
+(connections, replicas, instance activity) share one target and one bounded
+collection, which is what keeps a dead half from holding up the other.)
+
 What is measured, and from where:
 
 * over SSH (one session per server): the disk of the data directory
