@@ -139,6 +139,19 @@ registry.category("web_tour.tours").add("saas_manager_instance_running_tour", {
                 content: "Its provisioning is one operation",
                 trigger: ".o_form_view button[name=action_view_operations] .o_stat_value:contains(1)",
             },
+            {
+                // Last: opening the instance switches this browser's session to it.
+                content: "The customer's URL opens their instance's login page",
+                trigger: `.o_form_view .o_field_widget[name=url] a:contains(${databaseName})`,
+                async run() {
+                    const link = document.querySelector(".o_form_view .o_field_widget[name=url] a");
+                    const response = await fetch(link.href, { credentials: "same-origin" });
+                    const text = await response.text();
+                    if (!response.ok || !text.includes("oe_login_form")) {
+                        throw new Error(`no login page at ${link.href} (${response.status})`);
+                    }
+                },
+            },
         ];
     },
 });
