@@ -714,11 +714,7 @@ class SaasInstance(models.Model):
             token = yield RemoteStep(
                 _("Preparing the customer's invitation"),
                 postgres.run_in_database,
-                (
-                    settings["pg_params"],
-                    self.database_name,
-                    functools.partial(handover.issue_invitation, expires_at=expiry),
-                ),
+                self._invitation_call(settings["pg_params"], expiry),
             )
         except exceptions.RemoteError as exc:
             self._record_invitation_failure(str(exc))
@@ -964,6 +960,15 @@ class SaasInstance(models.Model):
         )
         return fields.Datetime.now() + timedelta(hours=max(1, hours))
 
+    def _invitation_call(self, pg_params, expiry):
+        """Arguments of ``postgres.run_in_database`` that issue an invitation token."""
+        self.ensure_one()
+        return (
+            pg_params,
+            self.database_name,
+            functools.partial(handover.issue_invitation, expires_at=expiry),
+        )
+
     def _invitation_url(self, token):
         """Where the customer chooses their password, on their own instance.
 
@@ -996,9 +1001,7 @@ class SaasInstance(models.Model):
         expiry = self._invitation_expiry()
         try:
             token = postgres.run_in_database(
-                self.server_id._pg_params(),
-                self.database_name,
-                functools.partial(handover.issue_invitation, expires_at=expiry),
+                *self._invitation_call(self.server_id._pg_params(), expiry)
             )
         except exceptions.RemoteError as exc:
             self._record_invitation_failure(str(exc))
