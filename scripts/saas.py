@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from sandbox import machine, util  # noqa: E402
 from sandbox.odoo import OdooServer, find_odoo_src  # noqa: E402
 from sandbox.postgres import PgCluster, SystemCluster  # noqa: E402
+from sandbox.s3 import S3Server  # noqa: E402
 from sandbox.service import ServiceError  # noqa: E402
 from sandbox.smtp import SmtpSink  # noqa: E402
 from sandbox.sshd import Sshd  # noqa: E402
@@ -281,6 +282,47 @@ def error_records(path, limit=300):
     return "".join(shown[:limit])
 
 
+def suite_services(work):
+    """The Odoo suite's peers: its PostgreSQL and an sshd on this host (the tests reach
+    it over SSH to copy filestores, like a real server); a second host where moves
+    between servers go (a cluster and an sshd of its own); moto's S3 for S3 backups."""
+    return (
+        PgCluster(work / "pg", owner="saas_odoo"),
+        Sshd(work / "ssh", host_key_types=("ed25519",)),
+        PgCluster(work / "pg2", owner="saas_target"),
+        Sshd(work / "ssh2", host_key_types=("ed25519",)),
+        S3Server(work / "s3"),
+    )
+
+
+def suite_environment(server, sshd, target_pg, target_sshd, s3):
+    """SAAS_TEST_*: what the Odoo suite's tests need to reach their peers.
+
+    The test server itself, over its sshd; a second host (a PostgreSQL cluster, a
+    data directory and an sshd of its own) where moves between servers go; moto's S3.
+    """
+    target_data = target_pg.workdir.parent / "data2"
+    (target_data / "filestore").mkdir(parents=True, exist_ok=True)
+    return {
+        "SAAS_TEST_MASTER_PASSWORD": server.master_password,
+        "SAAS_TEST_SSH_PORT": str(sshd.port),
+        "SAAS_TEST_SSH_USER": util.current_user(),
+        "SAAS_TEST_SSH_KEY_FILE": str(sshd.login_key()),
+        "SAAS_TEST_SSH_HOST_KEY_FILE": str(sshd.host_key_file()),
+        "SAAS_TEST_TARGET_DB_PORT": str(target_pg.port),
+        "SAAS_TEST_TARGET_DB_USER": target_pg.owner,
+        "SAAS_TEST_TARGET_DB_PASSWORD": target_pg.owner_password,
+        "SAAS_TEST_TARGET_DATA_DIR": str(target_data),
+        "SAAS_TEST_TARGET_SSH_PORT": str(target_sshd.port),
+        "SAAS_TEST_TARGET_SSH_KEY_FILE": str(target_sshd.login_key()),
+        "SAAS_TEST_TARGET_SSH_HOST_KEY_FILE": str(target_sshd.host_key_file()),
+        "SAAS_TEST_S3_ENDPOINT": s3.endpoint_url,
+        "SAAS_TEST_S3_REGION": s3.region,
+        "SAAS_TEST_S3_ACCESS_KEY": s3.access_key,
+        "SAAS_TEST_S3_SECRET_KEY": s3.secret_key,
+    }
+
+
 def odoo_suite(odoo_src, python, tags=None):
     """The Odoo suite; return (passed, one-line result).
 
@@ -296,25 +338,17 @@ def odoo_suite(odoo_src, python, tags=None):
     db = "saas_test"
     try:
         with contextlib.ExitStack() as stack:
-            pg = PgCluster(work / "pg", owner="saas_odoo")
-            # The tests reach this host over SSH to copy filestores, like a real server.
-            sshd = Sshd(work / "ssh", host_key_types=("ed25519",))
-            for service, label in ((pg, "PostgreSQL"), (sshd, "sshd")):
+            pg, sshd, target_pg, target_sshd, s3 = services = suite_services(work)
+            for service in services:
                 try:
                     stack.enter_context(service)
                 except ServiceError as exc:
                     util.log(str(exc))
-                    return False, f"{label} did not start"
+                    return False, f"{service.name} did not start"
             # dbfilter: the test server serves its instances too (their login and
             # reset-password pages), not only the database under test.
             server = OdooServer(work, odoo_src, python, pg, options={"dbfilter": ".*"})
-            os.environ.update(
-                SAAS_TEST_MASTER_PASSWORD=server.master_password,
-                SAAS_TEST_SSH_PORT=str(sshd.port),
-                SAAS_TEST_SSH_USER=util.current_user(),
-                SAAS_TEST_SSH_KEY_FILE=str(sshd.login_key()),
-                SAAS_TEST_SSH_HOST_KEY_FILE=str(sshd.host_key_file()),
-            )
+            os.environ.update(suite_environment(server, sshd, target_pg, target_sshd, s3))
             server.write_config()
             once = ("-d", db, "--stop-after-init")
 
