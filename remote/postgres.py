@@ -596,3 +596,56 @@ def run_in_database(conn_params, name, func):
     failure = f"Cannot update database {name!r}"
     with _session(conn_params, name, failure, autocommit=False) as conn, conn, conn.cursor() as cr:
         return func(cr)
+
+
+def set_read_only(conn_params, name, read_only):
+    """Freeze database ``name`` for writes, or thaw it (a move's final copy).
+
+    Frozen: every new transaction on it is read-only (``default_transaction_read_only``
+    set on the database) and the sessions open on it are ended, so what they had
+    not committed is rolled back and what they reconnect with cannot write. Readers
+    (its users, ``pg_dump``) still connect. Thawing resets the setting. The setting
+    belongs to the database, so ``pg_dump`` does not carry it to a copy. Idempotent;
+    thawing a database that is gone does nothing.
+
+    :raises DatabaseError: freezing a database that does not exist, or the change failed.
+    """
+    _check_params(conn_params)
+    validate_database_name(name)
+    failure = f"Cannot {'freeze' if read_only else 'thaw'} database {name!r}"
+    with _session(conn_params, MAINTENANCE_DB, failure) as conn, conn.cursor() as cr:
+        if not _exists(cr, name):
+            if read_only:
+                raise DatabaseError(f"Database {name!r} does not exist.")
+            return
+        if read_only:
+            cr.execute(
+                sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
+                    sql.Identifier(name)
+                )
+            )
+            _terminate_sessions(cr, name)
+        else:
+            cr.execute(
+                sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(
+                    sql.Identifier(name)
+                )
+            )
+    _logger.info("Database %s %s", name, "frozen (read-only)" if read_only else "thawed")
+
+
+def is_read_only(conn_params, name):
+    """Whether ``name`` is frozen by :func:`set_read_only` (None when it does not exist)."""
+    _check_params(conn_params)
+    failure = f"Cannot look up {name!r}"
+    with _session(conn_params, MAINTENANCE_DB, failure) as conn, conn.cursor() as cr:
+        cr.execute(
+            "SELECT d.oid, s.setconfig FROM pg_database d "
+            "LEFT JOIN pg_db_role_setting s ON s.setdatabase = d.oid AND s.setrole = 0 "
+            "WHERE d.datname = %s",
+            (name,),
+        )
+        row = cr.fetchone()
+    if row is None:
+        return None
+    return "default_transaction_read_only=on" in (row[1] or ())
