@@ -139,3 +139,21 @@ class BackupError(RemoteError):
 
 class BackupCorrupted(BackupError):
     """A stored backup does not match its recorded sha256, or is not an Odoo backup zip."""
+
+
+# --- load measurements ----------------------------------------------------
+
+
+class InvalidAnswer(RemoteError):
+    """A remote command or query answered something that is not a valid measurement."""
+
+
+# --- moves and copies between servers ---------------------------------------
+
+
+class TransferError(RemoteError):
+    """A copy of a database and its filestore between servers failed."""
+
+
+class TransferMismatch(TransferError):
+    """The copy differs from its source (rows, sequences or files): not switched to."""

@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass
 
 from . import postgres as _pg
-from .exceptions import InvalidInput, RemoteError
+from .exceptions import InvalidAnswer, InvalidInput, RemoteError
 from .filestore import check_path
 from .names import DATABASE_NAME_RE
 from .ssh import SshSession, SshSettings
@@ -121,10 +121,6 @@ SELECT application_name, host(client_addr), state, sync_state,
 """
 
 _SIZES_SQL = "SELECT datname, pg_database_size(datname) FROM pg_database WHERE datname = ANY(%s)"
-
-
-class InvalidAnswer(RemoteError):
-    """A remote command or query answered something that is not a valid measurement."""
 
 
 # --- results -----------------------------------------------------------------------

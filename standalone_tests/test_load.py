@@ -11,7 +11,7 @@ from conftest import unique
 from psycopg2 import sql
 
 from remote import load
-from remote.exceptions import InvalidInput
+from remote.exceptions import InvalidAnswer, InvalidInput, RemoteError
 from remote.postgres import ConnectionParams
 
 DF_HEADER = "Filesystem         1-blocks        Used   Available Capacity Mounted on\n"
@@ -83,6 +83,12 @@ def test_parse_df_of_a_real_answer():
     assert usage.free_bytes == 400
 
 
+def test_invalid_answer_lives_in_exceptions():
+    # remote.exceptions holds it; remote.load keeps the old name importable.
+    assert load.InvalidAnswer is InvalidAnswer
+    assert issubclass(InvalidAnswer, RemoteError)
+
+
 @pytest.mark.parametrize(
     ("output", "reason"),
     [
@@ -105,7 +111,7 @@ def test_parse_df_of_a_real_answer():
     ],
 )  # fmt: skip
 def test_parse_df_refuses_bad_answers(output, reason):
-    with pytest.raises(load.InvalidAnswer, match=reason) as info:
+    with pytest.raises(InvalidAnswer, match=reason) as info:
         load.parse_df(output, "/srv/odoo")
     assert "/srv/odoo" in str(info.value)
 
@@ -134,9 +140,9 @@ def test_ssh_faults_are_typed(make_settings, tmp_path):
     from remote.ssh import SshSession
 
     with SshSession(make_settings()) as session:
-        with pytest.raises(load.InvalidAnswer, match="failed"):
+        with pytest.raises(InvalidAnswer, match="failed"):
             load.disk_usage(session, str(tmp_path / "missing"))
-        with pytest.raises(load.InvalidAnswer, match="no filestore directory"):
+        with pytest.raises(InvalidAnswer, match="no filestore directory"):
             load.filestore_sizes(session, str(tmp_path), ["db_a"])
         with pytest.raises(InvalidInput):
             load.disk_usage(session, "relative/path")
