@@ -1,4 +1,4 @@
-"""The programs the manager runs on a managed host for backups, and their channel.
+"""The programs the manager runs on a managed host for backups and moves, and their channel.
 
 Each is a constant (Python for the host's ``python3``, or POSIX ``sh``) whose
 values come as arguments (quoted with :func:`shlex.quote`) or on stdin (the
@@ -14,7 +14,15 @@ import shlex
 from .exceptions import SshError, SshTimeout
 from .storage import READ_CHUNK
 
-__all__ = ["DUMP_SCRIPT", "RENAME_SCRIPT", "RESTORE_SCRIPT", "RemoteProcess", "pg_config"]
+__all__ = [
+    "DUMP_SCRIPT",
+    "LIST_SCRIPT",
+    "RENAME_SCRIPT",
+    "RESTORE_SCRIPT",
+    "SEND_SCRIPT",
+    "RemoteProcess",
+    "pg_config",
+]
 
 IDLE_TIMEOUT_S = 600.0
 WINDOW_BYTES = 4 * 1024 * 1024
@@ -197,6 +205,105 @@ sys.stderr.write("saas-backup-result:" + json.dumps({"files": files, "bytes": wr
 sys.stderr.flush()
 os._exit(0)
 """
+
+# Run on the source host of a move or copy as: python3 -c SEND_SCRIPT saas-send DB
+# FILESTORE PG_DUMP. stdin: one JSON line (connection, and "have": {relative path:
+# size} of the files the target has already), then kept open: its end means the
+# manager is gone, and pg_dump is killed. stdout: the frames RESTORE_SCRIPT reads
+# (S sql data, E end of sql, F/D/G per file the target lacks, Z), so the manager
+# relays them to the target as they come. stderr: errors, then one result line
+# with what it saw: every file's count and bytes, and a digest of their listing.
+SEND_SCRIPT = r"""
+import hashlib, json, os, signal, struct, subprocess, sys, threading
+db, store, pg_dump = sys.argv[2], sys.argv[3], sys.argv[4]
+stdin = sys.stdin.buffer
+config = json.loads(stdin.readline())
+have = config.get("have") or {}
+state = {"child": None}
+def watch():
+    while stdin.read1(65536):
+        pass
+    child = state["child"]
+    if child is not None and child.poll() is None:
+        os.killpg(child.pid, signal.SIGKILL)
+    os._exit(3)
+threading.Thread(target=watch, daemon=True).start()
+out = sys.stdout.buffer
+def frame(kind, payload=b""):
+    out.write(struct.pack(">cQ", kind, len(payload)))
+    if payload:
+        out.write(payload)
+env = dict(os.environ)
+if config.get("password"):
+    env["PGPASSWORD"] = config["password"]
+argv = [pg_dump, "--no-owner", "--no-password", "--host", config["host"],
+        "--port", str(config["port"]), "--username", config["user"], "--dbname", db]
+tail = bytearray()
+def errors(stream):
+    for line in stream:
+        tail.extend(line)
+        del tail[:-4000]
+child = state["child"] = subprocess.Popen(
+    argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    env=env, start_new_session=True)
+reader = threading.Thread(target=errors, args=(child.stderr,), daemon=True)
+reader.start()
+dump_size = 0
+while True:
+    data = child.stdout.read(1 << 20)
+    if not data:
+        break
+    frame(b"S", data)
+    dump_size += len(data)
+code = child.wait()
+reader.join(10)
+if code:
+    out.flush()
+    reason = tail.decode("utf-8", "replace").strip()
+    sys.stderr.write("pg_dump failed (exit %s): %s\n" % (code, reason))
+    sys.stderr.flush()
+    os._exit(2)
+frame(b"E")
+listing = []
+sent = sent_bytes = 0
+for dirpath, dirnames, filenames in os.walk(store):
+    dirnames.sort()
+    for name in sorted(filenames):
+        path = os.path.join(dirpath, name)
+        rel = os.path.relpath(path, store)
+        try:
+            handle = open(path, "rb")
+        except (FileNotFoundError, IsADirectoryError):
+            continue
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            listing.append("%s\t%d" % (rel, size))
+            if have.get(rel) == size:
+                continue
+            frame(b"F", rel.encode("utf-8"))
+            while True:
+                data = handle.read(1 << 20)
+                if not data:
+                    break
+                frame(b"D", data)
+            frame(b"G")
+            sent += 1
+            sent_bytes += size
+frame(b"Z")
+out.flush()
+listing.sort()
+digest = hashlib.sha256("\n".join(listing).encode("utf-8")).hexdigest()
+total = sum(int(line.rsplit("\t", 1)[1]) for line in listing)
+result = {"dump_size": dump_size, "files": len(listing), "bytes": total, "digest": digest,
+          "sent_files": sent, "sent_bytes": sent_bytes}
+sys.stderr.write("saas-backup-result:" + json.dumps(result) + "\n")
+sys.stderr.flush()
+os._exit(0)
+"""
+
+# Run as: sh -c LIST_SCRIPT saas-list DIR. stdout: "relative path<TAB>size" per file
+# of DIR (nothing when DIR does not exist).
+LIST_SCRIPT = 'if [ -d "$1" ]; then cd -- "$1" && find . -type f -printf "%P\\t%s\\n"; fi'
 
 RENAME_SCRIPT = 'if [ -e "$2" ] || [ -L "$2" ]; then exit 5; fi; mv -T -- "$1" "$2" || exit 7'
 

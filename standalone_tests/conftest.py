@@ -14,6 +14,7 @@ A test module uses a fixture by naming it; helpers that tests call directly
 """
 
 import contextlib
+import hashlib
 import itertools
 import os
 import pwd
@@ -37,6 +38,8 @@ TEMPLATE_UUID = "11111111-1111-1111-1111-111111111111"
 TEMPLATE_SECRET = "22222222-2222-2222-2222-222222222222"
 TEMPLATE_URL = "http://template.example.com"
 PARTNERS = 120
+# Modules odoo_like() lists as installed (and crm, not installed).
+MODULES = {"base": "18.0.1.3", "web": "18.0.1.0", "mail": "18.0.1.17"}
 
 _names = itertools.count(1)
 
@@ -104,6 +107,47 @@ def make_template(pg, *, with_config=True):
             (PARTNERS,),
         )
     return name
+
+
+def odoo_like(pg):
+    """A database as make_template makes it, plus Odoo's module table."""
+    name = make_template(pg)
+    with contextlib.closing(pg.connect(name)) as conn, conn.cursor() as cr:
+        cr.execute(
+            "CREATE TABLE ir_module_module (id serial PRIMARY KEY, name varchar, "
+            "latest_version varchar, state varchar)"
+        )
+        for module, version in MODULES.items():
+            cr.execute(
+                "INSERT INTO ir_module_module (name, latest_version, state) "
+                "VALUES (%s, %s, 'installed')",
+                (module, version),
+            )
+        cr.execute(
+            "INSERT INTO ir_module_module (name, latest_version, state) "
+            "VALUES ('crm', '18.0.1.0', 'uninstalled')"
+        )
+    return name
+
+
+def make_filestore(root, files=6, size=20_000):
+    root.mkdir(parents=True)
+    made = {}
+    for number in range(files):
+        data = os.urandom(size) + b"text " * number
+        digest = hashlib.sha1(data, usedforsecurity=False).hexdigest()
+        (root / digest[:2]).mkdir(exist_ok=True)
+        (root / digest[:2] / digest).write_bytes(data)
+        made[f"{digest[:2]}/{digest}"] = data
+    return made
+
+
+def tree(root):
+    return {
+        str(path.relative_to(root)): path.read_bytes()
+        for path in sorted(Path(root).rglob("*"))
+        if path.is_file()
+    }
 
 
 def config(pg, dbname):

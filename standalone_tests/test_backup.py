@@ -15,7 +15,15 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE_UUID, config, make_template, unique
+from conftest import (
+    MODULES,
+    TEMPLATE_UUID,
+    config,
+    make_filestore,
+    odoo_like,
+    tree,
+    unique,
+)
 
 from remote import backup, filestore, restore, ssh
 from remote.exceptions import (
@@ -29,49 +37,6 @@ from remote.exceptions import (
 )
 from remote.postgres import ConnectionParams
 from remote.storage import LocalStorage
-
-MODULES = {"base": "18.0.1.3", "web": "18.0.1.0", "mail": "18.0.1.17"}
-
-
-def odoo_like(pg):
-    """A database as make_template makes it, plus Odoo's module table."""
-    name = make_template(pg)
-    with contextlib.closing(pg.connect(name)) as conn, conn.cursor() as cr:
-        cr.execute(
-            "CREATE TABLE ir_module_module (id serial PRIMARY KEY, name varchar, "
-            "latest_version varchar, state varchar)"
-        )
-        for module, version in MODULES.items():
-            cr.execute(
-                "INSERT INTO ir_module_module (name, latest_version, state) "
-                "VALUES (%s, %s, 'installed')",
-                (module, version),
-            )
-        cr.execute(
-            "INSERT INTO ir_module_module (name, latest_version, state) "
-            "VALUES ('crm', '18.0.1.0', 'uninstalled')"
-        )
-    return name
-
-
-def make_filestore(root, files=6, size=20_000):
-    root.mkdir(parents=True)
-    made = {}
-    for number in range(files):
-        data = os.urandom(size) + b"text " * number
-        digest = hashlib.sha1(data, usedforsecurity=False).hexdigest()
-        (root / digest[:2]).mkdir(exist_ok=True)
-        (root / digest[:2] / digest).write_bytes(data)
-        made[f"{digest[:2]}/{digest}"] = data
-    return made
-
-
-def tree(root):
-    return {
-        str(path.relative_to(root)): path.read_bytes()
-        for path in sorted(Path(root).rglob("*"))
-        if path.is_file()
-    }
 
 
 @pytest.fixture
