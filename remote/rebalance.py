@@ -9,7 +9,8 @@ instances. A server above it has an *excess* of ``count - floor(t * max)``;
 each move takes one instance from one server to another, so it removes at most
 one unit of excess, and no plan fixes a server with fewer moves than its excess.
 The planner only ever moves an instance off a server that still has excess onto
-a server that stays under the target after receiving it: every move removes
+a server that stays under the target (and under its own ``receive_limit``)
+after receiving it: every move removes
 exactly one unit, and the number of moves equals the excess it fixes — the
 lower bound ``sum(excess)`` when everything can be fixed. With instance counts
 alone, whichever move it picks keeps the rest fixable, so it fixes as much as any
@@ -67,6 +68,9 @@ class Server:
     server's capacity counts them), movable or not. ``version`` is what the
     server reported (``18.0``, ``17.0+e``, ``saas~17.4``), ``None`` when unknown.
     ``disk_total_mb``/``disk_free_mb`` are ``None`` when not measured.
+    ``receive_limit``: the most instances it may hold after receiving one, by a
+    rule of its own (e.g. the free share a new instance needs); ``None`` when
+    only the target limits it.
     """
 
     id: int
@@ -77,6 +81,7 @@ class Server:
     reachable: bool = True
     disk_total_mb: float | None = None
     disk_free_mb: float | None = None
+    receive_limit: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +193,13 @@ def _check_servers(servers):
             raise InvalidInput(f"Server {server.id}: max_instances must be positive.")
         if server.instance_count < 0:
             raise InvalidInput(f"Server {server.id}: instance_count must not be negative.")
+        receive_limit = server.receive_limit
+        if receive_limit is not None and (
+            isinstance(receive_limit, bool) or not isinstance(receive_limit, int)
+        ):
+            raise InvalidInput(
+                f"Server {server.id}: receive_limit must be an integer, not {receive_limit!r}."
+            )
         by_id[server.id] = server
     return by_id
 
@@ -251,6 +263,11 @@ class _Planner:
     def limit(self, sid):
         return limit(self.servers[sid].max_instances, self.target)
 
+    def receive_limit(self, sid):
+        """The most instances ``sid`` may hold once it has received."""
+        own = self.servers[sid].receive_limit
+        return self.limit(sid) if own is None else min(self.limit(sid), own)
+
     def excess(self, sid):
         return max(self.count[sid] - self.limit(sid), 0)
 
@@ -269,7 +286,7 @@ class _Planner:
         return [
             sid
             for sid in self.receivers.get(self.major[source], ())
-            if sid != source and self.count[sid] < self.limit(sid)
+            if sid != source and self.count[sid] < self.receive_limit(sid)
         ]
 
     def best_move(self, source):
@@ -282,7 +299,11 @@ class _Planner:
             if fitting:
                 target = min(
                     fitting,
-                    key=lambda sid: (self.count[sid] - self.limit(sid), self.usage(sid), sid),
+                    key=lambda sid: (
+                        self.count[sid] - self.receive_limit(sid),
+                        self.usage(sid),
+                        sid,
+                    ),
                 )
                 return instance, target
         return None

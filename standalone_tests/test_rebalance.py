@@ -56,6 +56,8 @@ def check_valid(servers, instances, plan):
             assert counts[server.id] >= cap
         else:
             assert counts[server.id] <= cap
+            if counts[server.id] > server.instance_count and server.receive_limit is not None:
+                assert counts[server.id] <= server.receive_limit
     remaining = sum(u.excess for u in plan.unresolved)
     assert len(plan.moves) + remaining == plan.needed, "each move fixes exactly one unit"
 
@@ -213,6 +215,20 @@ def test_least_costly_instances_move_first():
     assert [move.instance_id for move in plan.moves] == [5, 4, 3, 2]
 
 
+def test_receive_limit_of_the_destination():
+    servers = [
+        Server(1, 10, 10, version="18.0"),
+        # Its own rule lets it hold 3 at most once it has received (the target says 8).
+        Server(2, 10, 2, version="18.0", receive_limit=3),
+        Server(3, 10, 8, version="18.0", receive_limit=9),
+    ]
+    instances = [Instance(100 + n, 1) for n in range(10)]
+    plan = plan_rebalance(servers, instances, 0.8)
+    assert plan.moves == (Move(100, 1, 2),)
+    assert plan.unresolved == (rebalance.Unresolved(1, 1, rebalance.NO_ROOM),)
+    check_valid(servers, instances, plan)
+
+
 def test_disk_constrains_the_destination():
     servers = [
         Server(1, 10, 10, version="18.0"),
@@ -267,6 +283,7 @@ def test_target_of_one_and_fractions_that_float_badly():
         ([Server(1, 10, -1)], [], "must not be negative"),
         ([Server(1, 10.0, 1)], [], "must be an integer"),
         ([Server(1, 10, 1), Server(1, 10, 1)], [], "given twice"),
+        ([Server(1, 10, 1, receive_limit=2.0)], [], "receive_limit must be an integer"),
         ([Server(1, 10, 1)], [Instance(1, 2)], "unknown server"),
         ([Server(1, 10, 2)], [Instance(1, 1), Instance(1, 1)], "given twice"),
         ([Server(1, 10, 1)], [Instance(1, 1), Instance(2, 1)], "counts 1"),
@@ -298,13 +315,31 @@ def test_major_version(version, major):
     assert rebalance.major_version(version) == major
 
 
+def room_of(server, target):
+    """How many instances ``server`` can receive under the target and its own limit."""
+    cap = rebalance.limit(server.max_instances, target)
+    if server.receive_limit is not None:
+        cap = min(cap, server.receive_limit)
+    return max(cap - server.instance_count, 0)
+
+
 def random_fleet(rng, versions=("18.0",)):
     servers, instances = [], []
     for sid in range(1, rng.randint(1, 12) + 1):
         max_instances = rng.randint(1, 40)
         count = rng.randint(0, max_instances)
         state = rng.choice(["active"] * 6 + ["maintenance", "disabled"])
-        servers.append(Server(sid, max_instances, count, state=state, version=rng.choice(versions)))
+        receive_limit = rng.randint(0, max_instances) if rng.random() < 0.3 else None
+        servers.append(
+            Server(
+                sid,
+                max_instances,
+                count,
+                state=state,
+                version=rng.choice(versions),
+                receive_limit=receive_limit,
+            )
+        )
         for _n in range(count):
             instances.append(
                 Instance(
@@ -329,9 +364,7 @@ def test_minimality_on_random_fleets():
         check_valid(servers, instances, plan)
         assert plan.needed == rebalance.lower_bound(servers, target)
         active = [s for s in servers if s.state == "active"]
-        room = sum(
-            max(rebalance.limit(s.max_instances, target) - s.instance_count, 0) for s in active
-        )
+        room = sum(room_of(s, target) for s in active)
         if room >= plan.needed:
             complete += 1
             assert len(plan.moves) == plan.needed
@@ -374,8 +407,6 @@ def test_fixes_as_much_as_possible_on_random_fleets_with_versions_and_busy_insta
                     and not inst.busy
                 )
                 give += min(rebalance.excess(server, target), movable)
-            room = sum(
-                max(rebalance.limit(s.max_instances, target) - s.instance_count, 0) for s in group
-            )
+            room = sum(room_of(s, target) for s in group)
             expected += min(give, room)
         assert len(plan.moves) == expected
