@@ -10,9 +10,9 @@ each move takes one instance from one server to another, so it removes at most
 one unit of excess, and no plan fixes a server with fewer moves than its excess.
 The planner only ever moves an instance off a server that still has excess onto
 a server that stays under the target (and under its own ``receive_limit``)
-after receiving it: every move removes
-exactly one unit, and the number of moves equals the excess it fixes — the
-lower bound ``sum(excess)`` when everything can be fixed. With instance counts
+after receiving it: every move removes exactly one unit, and the number of
+moves equals the excess it fixes — the lower bound ``sum(excess)`` when
+everything can be fixed. With instance counts
 alone, whichever move it picks keeps the rest fixable, so it fixes as much as any
 plan can (each source up to what it can move, within the room of the servers of
 its version). When disk is measured it is a second constraint on the receiving
