@@ -7,7 +7,7 @@ request (a single database, or ``dbfilter`` matching the manager's host name,
 e.g. ``dbfilter = ^saas_manager$``): an auth='none' route of an addon is served
 only once Odoo has chosen a database.
 
-Built from stored fields in a constant number of SQL queries (four), so every
+Built from stored fields in a constant number of SQL queries (five), so every
 worker gives the same answer and a fleet of any size costs the same. Nothing
 secret is read: codes, database names, states and figures only.
 """
@@ -34,7 +34,7 @@ SELECT code, state, health_status, last_check_date, response_time_ms, instance_c
  ORDER BY code
 """
 _INSTANCES_SQL = """
-SELECT i.database_name, s.code, i.state, i.db_size_mb, i.filestore_measured,
+SELECT i.id, i.database_name, s.code, i.state, i.db_size_mb, i.filestore_measured,
        i.filestore_size_mb, i.activity_measured, i.user_count
   FROM saas_instance i
   JOIN saas_server s ON s.id = i.server_id
@@ -43,10 +43,19 @@ SELECT i.database_name, s.code, i.state, i.db_size_mb, i.filestore_measured,
 """
 _OPERATIONS_SQL = "SELECT kind, state, count(*) FROM saas_operation GROUP BY kind, state"
 _ALERTS_SQL = "SELECT kind, count(*) FROM saas_alert WHERE state = 'open' GROUP BY kind"
+# The newest successful backup of each instance of _INSTANCES_SQL, in one query.
+_LAST_BACKUPS_SQL = """
+SELECT b.instance_id, max(b.finished_date)
+  FROM saas_backup b
+  JOIN saas_instance i ON i.id = b.instance_id
+  JOIN saas_server s ON s.id = i.server_id
+ WHERE b.state = 'done' AND i.state != 'terminated' AND s.state IN %s
+ GROUP BY b.instance_id
+"""
 
 
 def exposition(cr):
-    """The exposition (bytes) of the fleet stored in the database of ``cr``: 4 queries."""
+    """The exposition (bytes) of the fleet stored in the database of ``cr``: 5 queries."""
     cr.execute(_SERVERS_SQL, (MONITORED_STATES,))
     servers = [
         {
@@ -74,6 +83,9 @@ def exposition(cr):
         ) in cr.fetchall()
     ]
     cr.execute(_INSTANCES_SQL, (MONITORED_STATES,))
+    rows = cr.fetchall()
+    cr.execute(_LAST_BACKUPS_SQL, (MONITORED_STATES,))
+    last_backups = dict(cr.fetchall())
     instances = [
         {
             "database": database,
@@ -82,8 +94,10 @@ def exposition(cr):
             "db_bytes": round(db_mb * MIB) if db_mb else None,
             "filestore_bytes": round((fs_mb or 0) * MIB) if fs_measured else None,
             "users": users if activity_measured else None,
+            "last_backup": last_backups.get(instance_id),
         }
         for (
+            instance_id,
             database,
             server,
             state,
@@ -92,7 +106,7 @@ def exposition(cr):
             fs_mb,
             activity_measured,
             users,
-        ) in cr.fetchall()
+        ) in rows
     ]
     cr.execute(_OPERATIONS_SQL)
     operations = {(kind, state): count for kind, state, count in cr.fetchall()}

@@ -1,10 +1,17 @@
 import logging
+import math
 
 from odoo import _, api, fields, models
+
+from ..remote import alerts as remote_alerts
 
 _logger = logging.getLogger(__name__)
 
 MANAGER_GROUP = "saas_manager.group_saas_manager"
+# Hours without a successful backup before backup_stale opens (daily backups: 26).
+BACKUP_STALE_PARAM = "saas_manager.backup_stale_hours"
+# The instance states that are backed up (saas.backup's scheduled backups).
+BACKED_UP_STATES = ("running", "suspended")
 ALERT_KINDS = [
     ("server_down", "Server Down"),
     ("server_slow", "Server Slow"),
@@ -112,6 +119,117 @@ class SaasAlert(models.Model):
         return events
 
     # ------------------------------------------------------------------
+    # Backups too old (called by the hourly health cron)
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _backup_stale_hours(self):
+        """``saas_manager.backup_stale_hours``, or 26 when empty or not a positive number."""
+        value = self.env["ir.config_parameter"].sudo().get_param(BACKUP_STALE_PARAM)
+        try:
+            hours = float(value) if value else remote_alerts.BACKUP_STALE_HOURS
+        except ValueError:
+            hours = None
+        if hours is None or not math.isfinite(hours) or hours <= 0:
+            _logger.warning(
+                "System parameter %s is not a positive number of hours (%r): %s h used",
+                BACKUP_STALE_PARAM,
+                value,
+                remote_alerts.BACKUP_STALE_HOURS,
+            )
+            return remote_alerts.BACKUP_STALE_HOURS
+        return hours
+
+    @api.model
+    def _check_stale_backups(self, at=None):
+        """Open, count in or resolve the ``backup_stale`` alert of every backed-up instance.
+
+        An instance is backed up when it is running or suspended, has a plan and a
+        storage to back up to (its plan's or the company's default). Its backups are
+        stale when the newest successful one ended more than
+        ``saas_manager.backup_stale_hours`` (default 26) ago, or, without any, when
+        the instance was created longer ago than that. No streak is needed (the
+        threshold is the margin): the first stale check opens the alert (and
+        notifies), the next ones bump its count, the first fresh one resolves it.
+        The alert of an instance no longer backed up (terminated, no plan) is
+        resolved too. A constant number of queries whatever the fleet size.
+
+        :return: the alerts opened or resolved.
+        """
+        at = at or fields.Datetime.now()
+        max_hours = self._backup_stale_hours()
+        Alert = self.sudo()
+        instances = (
+            self.env["saas.instance"]
+            .sudo()
+            .search([("state", "in", BACKED_UP_STATES), ("plan_id", "!=", False)], order="id")
+        )
+        has_default = bool(self.env["saas.backup.storage"]._default_storage())
+        instances = instances.filtered(lambda inst: has_default or inst.plan_id.backup_storage_id)
+        groups = (
+            self.env["saas.backup"]
+            .sudo()
+            ._read_group(
+                [("instance_id", "in", instances.ids), ("state", "=", "done")],
+                ["instance_id"],
+                ["finished_date:max"],
+            )
+        )
+        newest = {instance.id: last for instance, last in groups}
+        open_alerts = Alert.search([("kind", "=", "backup_stale"), ("state", "=", "open")])
+        open_by_instance = {alert.instance_id.id: alert for alert in open_alerts}
+        changed = Alert
+        for instance in instances:
+            last = newest.get(instance.id)
+            stale = remote_alerts.backup_stale(
+                last or None, since=instance.create_date, at=at, max_age_hours=max_hours
+            )
+            alert = open_by_instance.pop(instance.id, None)
+            if not stale:
+                if alert:
+                    alert.write({"state": "resolved", "resolved_date": at})
+                    changed |= alert
+                continue
+            age = remote_alerts.backup_age(last or None, since=instance.create_date, at=at)
+            hours = round(age.total_seconds() / 3600)
+            if last:
+                message = _(
+                    "The newest successful backup ended on %(date)s (UTC), %(hours)s hours "
+                    "ago; daily backups allow %(max)s hours.",
+                    date=fields.Datetime.to_string(last),
+                    hours=hours,
+                    max=round(max_hours, 1),
+                )
+            else:
+                message = _(
+                    "No successful backup since the instance was created on %(date)s (UTC), "
+                    "%(hours)s hours ago; daily backups allow %(max)s hours.",
+                    date=fields.Datetime.to_string(instance.create_date),
+                    hours=hours,
+                    max=round(max_hours, 1),
+                )
+            if alert:
+                alert.write({"count": alert.count + 1, "last_seen_date": at, "message": message})
+                continue
+            changed |= Alert.create(
+                {
+                    "kind": "backup_stale",
+                    "server_id": instance.server_id.id,
+                    "instance_id": instance.id,
+                    "opened_date": at,
+                    "last_seen_date": at,
+                    "count": 1,
+                    "message": message,
+                }
+            )
+        # Instances no longer backed up: their incident is over.
+        leftovers = Alert.browse([alert.id for alert in open_by_instance.values()])
+        leftovers.write({"state": "resolved", "resolved_date": at})
+        changed |= leftovers
+        changed._notify_managers()
+        return changed
+
+    # ------------------------------------------------------------------
     # Operations (called by the operation engine)
     # ------------------------------------------------------------------
 
@@ -174,7 +292,11 @@ class SaasAlert(models.Model):
 
     @api.model
     def _on_operation_done(self, operation):
-        """An operation succeeded: resolve the open alert of the same kind and subject."""
+        """An operation succeeded: resolve the open alert of the same kind and subject.
+
+        A backup of an instance also resolves its ``backup_stale`` alert: a fresh
+        backup has landed.
+        """
         kind, server, instance = self._operation_subject(operation)
         alert = self.sudo().search(
             [
@@ -184,6 +306,11 @@ class SaasAlert(models.Model):
                 ("state", "=", "open"),
             ]
         )
+        if kind == "backup_failed" and instance:
+            alert |= self.sudo().search(
+                [("kind", "=", "backup_stale"), ("instance_id", "=", instance.id),
+                 ("state", "=", "open")]
+            )  # fmt: skip
         if alert:
             alert.write({"state": "resolved", "resolved_date": fields.Datetime.now()})
             alert._notify_managers()

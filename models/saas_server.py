@@ -744,7 +744,8 @@ class SaasServer(models.Model):
         """Cron: check every active, maintenance or offline server.
 
         Offline servers are checked so that they can come back; the checks run
-        concurrently, so a sweep lasts about one check timeout.
+        concurrently, so a sweep lasts about one check timeout. Then the age of
+        the instances' backups is checked (``backup_stale`` alerts).
         """
         servers = self.search([("state", "in", ("active", "maintenance", "offline"))])
         _logger.info("Health check sweep of %s SaaS servers", len(servers))
@@ -756,6 +757,13 @@ class SaasServer(models.Model):
                 len(servers),
                 ", ".join(failed.mapped("code")),
             )
+        try:
+            with self.env.cr.savepoint():
+                # Hourly too: the instances whose newest good backup is too old.
+                self.env["saas.alert"]._check_stale_backups()
+        except Exception:
+            # The sweep is recorded; the backups are looked at again next hour.
+            _logger.exception("Checking the age of the instances' backups failed")
         return True
 
     def _test_connection(self):

@@ -17,10 +17,16 @@ gives one alert per incident, never one per check, and a single good answer in
 the middle of an outage does not close it.
 
 :func:`server_conditions` turns a server's measured figures into the outcome of
-each kind (True bad, False good, None unknown).
+each kind (True bad, False good, None unknown). :func:`backup_age` and
+:func:`backup_stale` decide ``backup_stale``: an instance whose newest successful
+backup is older than its plan's daily schedule allows (``BACKUP_STALE_HOURS``, 26 h:
+a day and the hourly cron's spread). That kind needs no streak: its threshold is
+its margin, so it opens at the first check that finds the backup too old and is
+resolved by the first check (or backup) that finds a fresh one.
 """
 
 import datetime
+import math
 from dataclasses import dataclass, replace
 
 from .exceptions import InvalidInput
@@ -31,6 +37,8 @@ __all__ = [
     "KINDS",
     "AlertEvent",
     "AlertState",
+    "backup_age",
+    "backup_stale",
     "server_conditions",
     "step",
 ]
@@ -56,6 +64,8 @@ DISK_MIN_FREE_PERCENT = 10
 CAPACITY_MAX_USED_PERCENT = 90
 REPLICA_MAX_LAG_BYTES = 64 * 1024 * 1024
 REPLICA_MAX_LAG_S = 300
+# Daily backups: a day, and the spread of the hourly Scheduled Backups cron.
+BACKUP_STALE_HOURS = 26
 
 
 @dataclass(frozen=True)
@@ -180,3 +190,32 @@ def server_conditions(
             for lag_bytes, lag_s in replica_lags
         )
     return conditions
+
+
+def backup_age(newest_backup, *, since, at):
+    """How long (a timedelta) an instance has gone without a successful backup at ``at``.
+
+    :param newest_backup: when its newest successful backup ended, None if it never had one.
+    :param since: when the instance came to be (counted from there when it has no backup).
+    """
+    for name, value in (("since", since), ("at", at)):
+        if not isinstance(value, datetime.datetime):
+            raise InvalidInput(f"{name} must be a datetime, not {value!r}")
+    if newest_backup is not None and not isinstance(newest_backup, datetime.datetime):
+        raise InvalidInput(f"newest_backup must be a datetime or None, not {newest_backup!r}")
+    return at - (newest_backup or since)
+
+
+def backup_stale(newest_backup, *, since, at, max_age_hours=BACKUP_STALE_HOURS):
+    """True when the newest successful backup (or ``since``, without one) is older than
+    ``max_age_hours`` at ``at``; False otherwise. Naive datetimes are taken as they are
+    (Odoo's are naive UTC)."""
+    if (
+        isinstance(max_age_hours, bool)
+        or not isinstance(max_age_hours, int | float)
+        or not math.isfinite(max_age_hours)
+        or max_age_hours <= 0
+    ):
+        raise InvalidInput(f"max_age_hours must be a positive number, not {max_age_hours!r}")
+    age = backup_age(newest_backup, since=since, at=at)
+    return age > datetime.timedelta(hours=max_age_hours)

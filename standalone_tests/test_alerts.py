@@ -114,3 +114,35 @@ def test_server_conditions():
     assert found["replica_lag"] is False
     assert alerts.server_conditions(replica_lags=[(None, 600.0)])["replica_lag"] is True
     assert alerts.server_conditions(capacity_used_percent=90)["capacity"] is True
+
+
+# --- backup_stale -------------------------------------------------------------------
+
+
+def test_backup_stale_after_the_plans_daily_schedule():
+    created = T0
+    backup = T0 + datetime.timedelta(hours=3)
+    hours = datetime.timedelta(hours=1)
+    # No backup yet: counted from the instance's creation.
+    assert not alerts.backup_stale(None, since=created, at=created + 26 * hours)
+    assert alerts.backup_stale(None, since=created, at=created + 27 * hours)
+    # With one: counted from it, whatever the creation date.
+    assert not alerts.backup_stale(backup, since=created, at=backup + 25 * hours)
+    assert alerts.backup_stale(backup, since=created, at=backup + 26 * hours + hours / 60)
+    assert alerts.backup_age(backup, since=created, at=backup + 30 * hours) == 30 * hours
+    # The threshold is a setting.
+    assert not alerts.backup_stale(backup, since=created, at=backup + 40 * hours, max_age_hours=48)
+    assert alerts.backup_stale(backup, since=created, at=backup + 3 * hours, max_age_hours=2.5)
+
+
+@pytest.mark.parametrize("hours", [0, -1, True, float("inf"), float("nan"), "26", None])
+def test_backup_stale_refuses_a_bad_threshold(hours):
+    with pytest.raises(InvalidInput, match="max_age_hours"):
+        alerts.backup_stale(None, since=T0, at=T0, max_age_hours=hours)
+
+
+def test_backup_stale_refuses_what_is_not_a_datetime():
+    with pytest.raises(InvalidInput, match="since"):
+        alerts.backup_stale(None, since="2025-01-01", at=T0)
+    with pytest.raises(InvalidInput, match="newest_backup"):
+        alerts.backup_stale(1735689600, since=T0, at=T0)

@@ -4,6 +4,9 @@ their notifications, and /saas_manager/metrics scraped by a real Prometheus."""
 import datetime
 from unittest.mock import patch
 
+from freezegun import freeze_time
+from prometheus_client.utils import floatToGoString
+
 from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tools import config, mute_logger
 
@@ -253,6 +256,82 @@ class TestMonitoringAlerts(MonitoringCase):
         self.assertEqual(alert.state, "resolved")
         self.assertEqual(len(self.alert_mails()), 2 * len(self.notified))
 
+    def test_backup_stale_opened_by_the_health_cron_resolved_by_a_fresh_backup(self):
+        Storage = self.env["saas.backup.storage"].sudo()
+        Storage.search([("is_default", "=", True)]).write({"is_default": False})
+        storage = Storage.create(
+            {"name": "Stale test", "kind": "local", "path": "/nonexistent", "is_default": True}
+        )
+        plan = self.env["saas.plan"].create({"name": "Daily"})
+        server = self.make_server(state="active")
+        backed_up, no_plan, draft = self.make_instances(server, 3, state="running")
+        (backed_up | draft).plan_id = plan
+        draft.state = "draft"
+        created = backed_up.create_date
+        hours = datetime.timedelta(hours=1)
+        Alert = self.env["saas.alert"]
+
+        def hourly(at):
+            with freeze_time(at):
+                self.sweep({server: probe()})
+            return Alert.search(
+                [("kind", "=", "backup_stale"), ("instance_id", "in", (backed_up | no_plan
+                 | draft).ids)]
+            )  # fmt: skip
+
+        def mails(alerts):
+            return self.alert_mails().filtered(lambda mail: mail.res_id in alerts.ids)
+
+        def land_backup(at):
+            backup = self.env["saas.backup"].sudo().create(
+                {"instance_id": backed_up.id, "server_id": server.id, "storage_id": storage.id,
+                 "kind": "scheduled", "state": "done", "started_date": at - hours / 4,
+                 "finished_date": at}
+            )  # fmt: skip
+            return self.env["saas.operation"].sudo().create(
+                {"kind": "backup", "instance_id": backed_up.id, "server_id": server.id,
+                 "backup_id": backup.id, "state": "done"}
+            )  # fmt: skip
+
+        self.assertFalse(hourly(created + 25 * hours), "a day and its spread: not stale yet")
+        stale = hourly(created + 27 * hours)
+        self.assertEqual(len(stale), 1, "only the running instance of a plan with backups")
+        self.assertEqual(
+            (stale.instance_id, stale.server_id, stale.state, stale.count),
+            (backed_up, server, "open", 1),
+        )
+        self.assertIn("No successful backup since", stale.message)
+        self.assertEqual(len(mails(stale)), len(self.notified))
+        managers = self.env.ref("saas_manager.group_saas_manager").users
+        managers = managers.filtered(lambda u: u.active and not u.share)
+        self.assertEqual(len(stale.activity_ids), len(managers))
+        self.assertEqual(hourly(created + 28 * hours), stale, "one alert per incident")
+        self.assertEqual((stale.count, len(mails(stale))), (2, len(self.notified)))
+        # A backup lands: the engine's done hook resolves it at once.
+        Alert._on_operation_done(land_backup(created + 28.5 * hours))
+        self.assertEqual(stale.state, "resolved")
+        self.assertEqual(len(mails(stale)), 2 * len(self.notified))
+        self.assertFalse(stale.activity_ids)
+        self.assertEqual(hourly(created + 29 * hours), stale, "fresh: nothing new")
+        # No backup for 26 h after that one: a second incident, the age in its message.
+        second = hourly(created + (28.5 + 27) * hours) - stale
+        self.assertEqual((len(second), second.state), (1, "open"))
+        self.assertIn("27 hours ago", second.message)
+        # A threshold of 48 h (system parameter): fresh enough, resolved by the check.
+        self.env["ir.config_parameter"].sudo().set_param("saas_manager.backup_stale_hours", "48")
+        hourly(created + (28.5 + 28) * hours)
+        self.assertEqual(second.state, "resolved")
+        self.env["ir.config_parameter"].sudo().set_param("saas_manager.backup_stale_hours", "")
+        # A third incident, then the instance leaves its plan: resolved too.
+        third = hourly(created + (28.5 + 29) * hours) - stale - second
+        self.assertEqual(third.state, "open")
+        backed_up.plan_id = False
+        hourly(created + (28.5 + 30) * hours)
+        self.assertEqual(third.state, "resolved")
+        alerts_made = stale | second | third
+        self.assertEqual(len(mails(alerts_made)), 6 * len(self.notified), "open + resolve, x3")
+        self.assertFalse(alerts_made.activity_ids)
+
     def test_manager_reads_alerts_user_cannot_write(self):
         server = self.make_server(state="active")
         for _n in range(2):
@@ -301,15 +380,43 @@ class TestMonitoringMetrics(HttpCase, MonitoringCase):
         body = exposition(self.cr)
         return self.cr.sql_log_count - before, body
 
+    def land_backups(self, instances, finished):
+        """A done backup of each instance, ended at ``finished``; and an older one."""
+        storage = (
+            self.env["saas.backup.storage"]
+            .sudo()
+            .create({"name": "Metrics test", "kind": "local", "path": "/nonexistent"})
+        )
+        self.env["saas.backup"].sudo().create(
+            [
+                {"instance_id": instance.id, "storage_id": storage.id, "state": state,
+                 "started_date": when, "finished_date": when}
+                for instance in instances
+                for state, when in (("done", finished - datetime.timedelta(days=1)),
+                                    ("done", finished), ("failed", finished))
+            ]
+        )  # fmt: skip
+
     def test_constant_queries_whatever_the_fleet(self):
-        self.make_fleet(5)
+        fleet = self.make_fleet(5)
+        finished = datetime.datetime(2025, 3, 1, 2, 10, 0)
+        self.land_backups(fleet[0].instance_ids, finished)
         queries_5, body_5 = self.scrape_queries()
-        self.make_fleet(495)
+        fleet = self.make_fleet(495)
+        self.land_backups(fleet[0].instance_ids, finished)
         queries_500, body_500 = self.scrape_queries()
-        self.assertEqual(queries_5, 4)
-        self.assertEqual(queries_500, 4)
+        self.assertEqual(queries_5, 5)
+        self.assertEqual(queries_500, 5)
         self.assertEqual(body_5.count(b"saas_server_max_instances{"), 5)
         self.assertEqual(body_500.count(b"saas_server_max_instances{"), 500)
+        stamp = finished.replace(tzinfo=datetime.timezone.utc).timestamp()
+        line = (
+            f'saas_instance_last_backup_timestamp_seconds{{instance="'
+            f'{fleet[0].instance_ids[0].database_name}",server="{fleet[0].code}"}} '
+            f"{floatToGoString(stamp)}"
+        )
+        self.assertIn(line.encode(), body_500, "the newest done backup, per instance")
+        self.assertEqual(body_500.count(b"saas_instance_last_backup_timestamp_seconds{"), 4)
 
     def get(self, headers=None, query=""):
         return self.url_open(f"/saas_manager/metrics{query}", headers=headers or {})
@@ -340,6 +447,8 @@ class TestMonitoringMetrics(HttpCase, MonitoringCase):
             self.sweep({server: probe(online=False)})
         server.sudo().write({"disk_measured": True, "disk_free_gb": 2.0})
         instances[0].sudo().write({"db_size_mb": 40.0, "activity_measured": True, "user_count": 4})
+        backed_up = datetime.datetime(2025, 3, 1, 2, 10, 7)
+        self.land_backups(instances[:1], backed_up)
         self.env.flush_all()
         answer = self.get({"Authorization": f"Bearer {self.TOKEN}"})
         self.assertEqual(answer.status_code, 200)
@@ -370,6 +479,15 @@ class TestMonitoringMetrics(HttpCase, MonitoringCase):
             db = instances[0].database_name
             result = prom.query(f'saas_instance_db_bytes{{server="eu1",instance="{db}"}}')
             self.assertEqual(float(result[0]["value"][1]), 40.0 * 1024**2)
+            result = prom.query(
+                f'saas_instance_last_backup_timestamp_seconds{{server="eu1",instance="{db}"}}'
+            )
+            self.assertEqual(
+                float(result[0]["value"][1]),
+                backed_up.replace(tzinfo=datetime.timezone.utc).timestamp(),
+            )
+            result = prom.query('count(saas_instance_last_backup_timestamp_seconds{server="eu1"})')
+            self.assertEqual(result[0]["value"][1], "1", "no backup: absent, not 0")
             result = prom.query('sum(saas_instance_state{server="eu1",state="running"})')
             self.assertEqual(result[0]["value"][1], "3")
             result = prom.query('saas_alerts_open{kind="server_down"}')
