@@ -24,6 +24,7 @@ default clone strategy, kept next to the constant they justify.
 import contextlib
 import datetime
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -514,10 +515,66 @@ def _drop_after_failure(conn_params, target, version):
     return None
 
 
+# How long drop_database waits for a CREATE DATABASE it ended to be rolled back.
+CREATE_END_WAIT_S = 30.0
+_CREATE_END_POLL_S = 0.05
+
+
+def _creating(cr, name):
+    """Pids of the sessions running ``CREATE DATABASE name`` (as this package,
+    Odoo or psql write it: quoted or not), among the sessions this role may see."""
+    cr.execute(
+        "SELECT pid, query FROM pg_stat_activity "
+        "WHERE pid <> pg_backend_pid() AND state = 'active' AND query ILIKE %s",
+        ("%create%database%",),
+    )
+    names = [re.escape(f'"{name}"')]
+    if name == name.lower():  # unquoted, folded to lower case
+        names.append(f"(?i:{re.escape(name)})")
+    statement = re.compile(rf"\s*(?i:create\s+database)\s+(?:{'|'.join(names)})(?:[\s;]|$)")
+    return [pid for pid, query in cr.fetchall() if statement.match(query or "")]
+
+
+def _end_creations(cr, name):
+    """End the sessions still running ``CREATE DATABASE name``, and wait until they are gone.
+
+    A worker killed in the middle of a clone leaves its CREATE DATABASE running:
+    the new database is not visible to other sessions until that statement
+    commits, so a drop would find nothing and the clone would appear afterwards.
+    Ended, the statement rolls back and leaves nothing. A session gone from
+    ``pg_stat_activity`` has aborted its transaction.
+
+    :raises DatabaseError: a session could not be ended (another role's), or did
+        not end within CREATE_END_WAIT_S.
+    """
+    pids = _creating(cr, name)
+    for pid in pids:
+        try:
+            cr.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        except psycopg2.errors.InsufficientPrivilege:
+            raise DatabaseError(
+                f"Cannot drop database {name!r}: session {pid} of another role is creating "
+                "it, and this role may not end it."
+            ) from None
+        _logger.warning("Ended session %s, still creating database %s", pid, name)
+    deadline = time.monotonic() + CREATE_END_WAIT_S
+    while pids:
+        if time.monotonic() >= deadline:
+            raise DatabaseError(
+                f"Cannot drop database {name!r}: session(s) {pids} creating it did not end "
+                f"within {CREATE_END_WAIT_S:g} s."
+            )
+        time.sleep(_CREATE_END_POLL_S)
+        cr.execute("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,))
+        pids = [row[0] for row in cr.fetchall()]
+
+
 def drop_database(conn_params, name):
     """Drop database ``name``, ending its sessions; return whether it existed.
 
-    Idempotent: a database that is not there is not an error (False).
+    Idempotent: a database that is not there is not an error (False). A
+    ``CREATE DATABASE`` of that name still running (its client gone, e.g. a
+    killed worker) is ended first, so it cannot make the database afterwards.
 
     :raises InvalidDatabaseName: a bad or system name (``postgres``,
         ``template0``, ``template1``), before anything is connected.
@@ -529,6 +586,7 @@ def drop_database(conn_params, name):
     failure = f"Cannot drop database {name!r}"
     with _session(conn_params, MAINTENANCE_DB, failure) as conn, conn.cursor() as cr:
         version = _server_version_num(cr)
+        _end_creations(cr, name)
         if not _exists(cr, name):
             return False
         _drop(cr, name, version)

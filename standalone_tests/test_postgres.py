@@ -8,6 +8,7 @@ superuser only prepares, inspects and cleans up.
 import logging
 import re
 import threading
+import time
 import uuid
 
 import psycopg2
@@ -484,6 +485,84 @@ def test_drop_database(pg, params, template):
         session.close()
     assert target not in pg.databases()
     assert postgres.drop_database(params, target) is False
+
+
+def _creates_waiting(pg):
+    """Statements ``CREATE DATABASE …`` running and waiting for a lock, as seen by the superuser."""
+    rows = pg.query(
+        "SELECT query FROM pg_stat_activity WHERE state = 'active' "
+        "AND wait_event_type = 'Lock' AND query LIKE 'CREATE DATABASE %%'"
+    )
+    return [row[0] for row in rows]
+
+
+@pytest.mark.parametrize("strategy", ["wal_log", "file_copy"])
+def test_drop_database_ends_a_clone_still_being_created(pg, params, template, strategy):
+    """A worker killed mid-clone leaves its CREATE DATABASE running in PostgreSQL,
+    where the new database is not visible yet: the drop (the undo of its journal)
+    ends that statement, so the database never appears. Another clone from the
+    same template, of another name, is left alone."""
+    target, bystander = unique("inst"), unique("other")
+    # COMMENT ON DATABASE locks the template's database object until commit: a
+    # CREATE DATABASE from it waits, running, as the copy of a big template does.
+    holder = pg.connect(autocommit=False)
+    with holder.cursor() as cr:
+        cr.execute(sql.SQL("COMMENT ON DATABASE {} IS 'held'").format(sql.Identifier(template)))
+    errors = {}
+
+    def clone(name):
+        try:
+            clone_database(params, template, name, strategy=strategy)
+        except DatabaseError as exc:
+            errors[name] = exc
+
+    threads = [threading.Thread(target=clone, args=(name,)) for name in (target, bystander)]
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while len(_creates_waiting(pg)) < 2:
+            assert time.monotonic() < deadline, "the two CREATE DATABASE never started"
+            time.sleep(0.05)
+
+        assert postgres.drop_database(params, target) is False  # not made yet
+        assert [query for query in _creates_waiting(pg) if target in query] == []
+        assert len(_creates_waiting(pg)) == 1, "the other clone still runs"
+    finally:
+        holder.rollback()
+        holder.close()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert target in errors, "its clone was ended"
+    assert bystander not in errors
+    assert target not in pg.databases()
+    assert bystander in pg.databases()
+    assert postgres.drop_database(params, target) is False
+
+
+def test_drop_database_ends_only_a_create_of_that_name(pg):
+    """Quoted or not (folded to lower case), any case of the keywords; not a prefix."""
+    name = "inst_1"
+    queries = {
+        'CREATE DATABASE "inst_1" WITH TEMPLATE "tpl" STRATEGY WAL_LOG': True,
+        "create database inst_1": True,
+        "  Create   Database INST_1 template tpl;": True,
+        'CREATE DATABASE "INST_1"': False,
+        'CREATE DATABASE "inst_10"': False,
+        "CREATE DATABASE inst_1x": False,
+        'SELECT 1 -- CREATE DATABASE "inst_1"': False,
+        'DROP DATABASE "inst_1"': False,
+    }
+
+    class Cursor:
+        def execute(self, query, params=None):
+            pass
+
+        def fetchall(self):
+            return list(enumerate(queries))
+
+    found = postgres._creating(Cursor(), name)
+    assert [list(queries)[pid] for pid in found] == [q for q, ends in queries.items() if ends]
 
 
 @pytest.mark.parametrize("name", ["postgres", "template0", "template1", "", "a b", "x;--"])
