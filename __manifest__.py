@@ -27,6 +27,7 @@
         "views/saas_backup_views.xml",
         "views/saas_alert_views.xml",
         "views/saas_server_fleet_views.xml",
+        "views/saas_server_rebalance_views.xml",
         "views/saas_manager_menus.xml",
     ],
     "demo": ["demo/saas_manager_demo.xml"],

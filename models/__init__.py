@@ -1,5 +1,6 @@
 from . import saas_secret_mixin
 from . import saas_server
+from . import saas_server_rebalance
 from . import saas_server_health_check
 from . import saas_plan
 from . import saas_operation

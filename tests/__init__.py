@@ -12,3 +12,4 @@ from . import test_customer_handover
 from . import test_filestore_sharing
 from . import test_monitoring
 from . import test_backups
+from . import test_rebalance
