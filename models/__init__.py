@@ -7,6 +7,8 @@ from . import saas_operation
 from . import saas_operation_journal
 from . import saas_template
 from . import saas_instance
+from . import saas_instance_transfer
+from . import saas_server_transfer
 from . import saas_alert
 from . import saas_alert_state
 from . import saas_backup_storage

@@ -407,7 +407,9 @@ class SaasInstance(models.Model):
                 )
         located = self.filtered(lambda inst: inst.state not in ("draft", "failed"))
         changed = [fname for fname in LOCATION_FIELDS + HANDOVER_FIELDS if fname in vals]
-        if located and changed:
+        # A move's switch (run by the operation, as superuser) changes the server.
+        switching = self.env.su and self.env.context.get("saas_transfer_switch")
+        if located and changed and not switching:
             raise UserError(
                 _(
                     "%(fields)s of instance %(name)s cannot change once it is provisioned.",
@@ -556,12 +558,13 @@ class SaasInstance(models.Model):
         )
         return cr.fetchone()[0]
 
-    def _base_url(self):
-        """The clone's web.base.url: the instance's own origin."""
+    def _base_url(self, server=None):
+        """The clone's web.base.url: the instance's own origin (on ``server``, for a move)."""
         self.ensure_one()
-        server = self.server_id
+        server = server or self.server_id
         if server.instance_domain and self.subdomain:
-            return self.url
+            scheme = server.server_url.split("://", 1)[0]
+            return f"{scheme}://{self.subdomain}.{server.instance_domain}"
         return server.server_url
 
     def action_provision(self):
@@ -761,7 +764,8 @@ class SaasInstance(models.Model):
             .search(
                 [
                     ("operation_id.instance_id", "=", self.id),
-                    ("operation_id.kind", "in", ("provision", "restore")),
+                    ("operation_id.kind", "in", ("provision", "restore", "transfer")),
+                    ("kind", "in", ("database", "directory")),
                     ("state", "=", "kept"),
                 ]
             )
@@ -1132,16 +1136,20 @@ class SaasInstance(models.Model):
         """The termination operation (a generator run by ``saas.operation``)."""
         server = self.server_id
         made = self._made_by_provisioning()
-        databases = made.filtered(lambda entry: entry.kind == "database").mapped("name")
-        directories = made.filtered(lambda entry: entry.kind == "directory").mapped("name")
-        ssh_settings = server._ssh_settings() if directories else None
-        yield RemoteStep(
-            _("Dropping the database and removing the filestore"),
-            provision.remove,
-            (server._pg_params(), ssh_settings),
-            {"databases": databases, "directories": directories},
-        )
-        made.write({"state": "removed"})
+        # A moved instance may still have its source copy on the server it left.
+        for host in made.server_id:
+            on_host = made.filtered(lambda entry, host=host: entry.server_id == host)
+            databases = on_host.filtered(lambda entry: entry.kind == "database").mapped("name")
+            directories = on_host.filtered(lambda entry: entry.kind == "directory").mapped("name")
+            ssh_settings = host._ssh_settings() if directories else None
+            yield RemoteStep(
+                _("Dropping the database and removing the filestore on %(server)s",
+                  server=host.name),
+                provision.remove,
+                (host._pg_params(), ssh_settings),
+                {"databases": databases, "directories": directories},
+            )  # fmt: skip
+            on_host.write({"state": "removed"})
         self._write_state({"state": "terminated", "error": False})
         self.message_post(body=_("Terminated: database and filestore removed."))
         _logger.info("Instance %s on %s terminated", self.database_name, server.code)

@@ -53,6 +53,9 @@ KINDS = [
     ("backup", "Backup"),
     ("verify", "Backup verification"),
     ("restore", "Restore"),
+    ("transfer", "Transfer"),
+    ("template_copy", "Template copy"),
+    ("source_cleanup", "Moved source removal"),
 ]
 # kind -> (field of the record the operation is about, generator method on it)
 HANDLERS = {
@@ -62,6 +65,9 @@ HANDLERS = {
     "backup": ("backup_id", "_op_backup"),
     "verify": ("backup_id", "_op_verify"),
     "restore": ("backup_id", "_op_restore"),
+    "transfer": ("instance_id", "_op_transfer"),
+    "template_copy": ("template_id", "_op_template_copy"),
+    "source_cleanup": ("instance_id", "_op_source_cleanup"),
 }
 ACTIVE_STATES = ("queued", "running")
 # Failures worth another attempt: the network, a server restarting. A refusal
@@ -81,7 +87,10 @@ PERMANENT_ERRORS = (
 class Made:
     """Something a step is about to make on a server: journalled before the step."""
 
-    kind: str  # "database" or "directory"
+    # "database" or "directory" (made: dropped by the undo); "read_only" or
+    # "connections" (a database frozen, or opened to connections: the undo thaws or
+    # closes it again).
+    kind: str
     server_id: int
     name: str  # database name, or absolute path on the server
 
@@ -124,6 +133,11 @@ def _undo(kind, name, pg_params, ssh_settings):
             raise exceptions.InvalidInput(f"{name}: the server has no usable SSH access")
         with ssh.SshSession(ssh_settings) as session:
             filestore.remove_tree(session, name)
+    elif kind == "read_only":
+        postgres.set_read_only(pg_params, name, False)
+    elif kind == "connections":
+        if postgres.connections_allowed(pg_params, name):
+            postgres.set_connections_allowed(pg_params, name, False)
     else:
         raise exceptions.InvalidInput(f"unknown journal entry kind {kind!r}")
 
@@ -166,6 +180,17 @@ class SaasOperation(models.Model):
         "res.users", string="Requested by", readonly=True, default=lambda self: self.env.user
     )
     journal_ids = fields.One2many("saas.operation.journal", "operation_id", readonly=True)
+    # --- transfers (SPEC §9) ---
+    target_server_id = fields.Many2one(
+        "saas.server", string="Target Server", readonly=True, ondelete="cascade"
+    )
+    downtime_s = fields.Float(
+        string="Downtime (s)",
+        readonly=True,
+        digits=(16, 2),
+        help="How long the customer could not write: from the freeze to the switch.",
+    )
+    neutralize = fields.Boolean(readonly=True, help="A copy: neutralised as Odoo's own does.")
 
     @api.depends("kind", "instance_id.name", "template_id.name", "server_id.name", "backup_id")
     def _compute_display_label(self):
@@ -184,11 +209,12 @@ class SaasOperation(models.Model):
     # ------------------------------------------------------------------
 
     @api.model
-    def _queue(self, kind, record, server):
+    def _queue(self, kind, record, server, **vals):
         """Queue one operation of ``kind`` about ``record``; wake the runner.
 
         An operation already queued or running for that record is returned
         instead of a second one (pressing a button twice queues it once).
+        ``vals``: more fields of the operation (a transfer's target server).
         """
         field_name = HANDLERS[kind][0]
         operations = self.sudo()
@@ -203,6 +229,7 @@ class SaasOperation(models.Model):
                 field_name: record.id,
                 "server_id": server.id,
                 "user_id": self.env.uid,
+                **vals,
             }
         )
         self.env.ref("saas_manager.ir_cron_saas_operation_run")._trigger()

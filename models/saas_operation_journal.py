@@ -7,7 +7,8 @@ class SaasOperationJournal(models.Model):
     Written and committed before the step that makes it starts. ``pending``:
     may exist, removed if the attempt fails or its worker dies; ``kept``: the
     operation succeeded and the thing belongs to its record now (what Terminate
-    drops); ``removed``: undone.
+    drops); ``removed``: undone. A database frozen (``read_only``) or opened to
+    connections (``connections``) by a move is undone by thawing or closing it.
     """
 
     _name = "saas.operation.journal"
@@ -19,7 +20,14 @@ class SaasOperationJournal(models.Model):
     )
     attempt = fields.Integer(readonly=True)
     kind = fields.Selection(
-        [("database", "Database"), ("directory", "Directory")], required=True, readonly=True
+        [
+            ("database", "Database"),
+            ("directory", "Directory"),
+            ("read_only", "Database frozen"),
+            ("connections", "Database opened"),
+        ],
+        required=True,
+        readonly=True,
     )
     server_id = fields.Many2one("saas.server", required=True, readonly=True, ondelete="cascade")
     name = fields.Char(required=True, readonly=True, help="Database name, or path on the server.")

@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 from odoo import _, api, fields, models
 from odoo.exceptions import AccessError, UserError, ValidationError
 
-from ..remote import exceptions, names, postgres
+from ..remote import exceptions, names, postgres, provision, transfer
 from .saas_operation import Made, OperationError, RemoteStep
 
 _logger = logging.getLogger(__name__)
@@ -79,6 +79,13 @@ class SaasTemplate(models.Model):
         "Instances never share it.",
     )
     admin_password_encrypted = fields.Char(groups=ADMIN_GROUP, copy=False)
+    copied_from_id = fields.Many2one(
+        "saas.template",
+        string="Copy Of",
+        readonly=True,
+        copy=False,
+        help="The template this one was copied from, on another server.",
+    )
     operation_ids = fields.One2many("saas.operation", "template_id", string="Operations")
     operation_count = fields.Integer(compute="_compute_operation_count")
 
@@ -286,6 +293,97 @@ class SaasTemplate(models.Model):
         self.message_post(body=_("Template database %(db)s is ready.", db=db))
         _logger.info("Template database %s on %s is ready", db, server.code)
 
+    def _op_template_copy(self, operation):
+        """Copy ``copied_from_id`` (a ready template) into this new template's server."""
+        origin = self.copied_from_id
+        source, target = origin.server_id, self.server_id
+        if origin.state != "ready":
+            raise OperationError(_("Template %(name)s is not ready.", name=origin.name))
+        try:
+            target._check_can_receive(source)
+        except UserError as exc:
+            raise OperationError(str(exc.args[0])) from None
+        db = self.database_name
+        target_dir = target._filestore_path(db)
+        found = yield RemoteStep(
+            _("Checking that the database and the filestore are free on %(server)s",
+              server=target.name),
+            provision.taken,
+            (target._pg_params(), target._ssh_settings(), db, target_dir),
+        )  # fmt: skip
+        if found:
+            raise OperationError(
+                _(
+                    "%(found)s already exists on %(server)s: nothing was made.",
+                    found=", ".join(found),
+                    server=target.name,
+                )
+            )
+        hosts = (
+            transfer.Host(source._pg_params(), source._ssh_settings()),
+            transfer.Host(target._pg_params(), target._ssh_settings()),
+        )
+        yield RemoteStep(
+            _("Copying template %(name)s to %(server)s", name=origin.name, server=target.name),
+            transfer.copy_pass,
+            hosts,
+            {"database": origin.database_name, "source_dir": source._filestore_path(
+                origin.database_name), "target_database": db, "target_dir": target_dir},
+            makes=(Made("database", target.id, db), Made("directory", target.id, target_dir)),
+        )  # fmt: skip
+        yield RemoteStep(
+            _("Giving the copy its own identity"),
+            transfer.prepare_copy,
+            (target._pg_params(), db),
+            {"base_url": target.server_url},
+        )
+        # The same database: its administrator's password is the original's.
+        self.sudo().write(
+            {"state": "ready", "error": False, "admin_password": origin.sudo().admin_password}
+        )
+        self.message_post(
+            body=_("Copied from template %(name)s on %(server)s.", name=origin.name,
+                   server=source.name)
+        )  # fmt: skip
+
+    def action_copy_to_server(self):
+        """Open the wizard that copies this template to another server."""
+        self.ensure_one()
+        self.check_access("write")
+        return {
+            "type": "ir.actions.act_window",
+            "name": _("Copy to Server"),
+            "res_model": "saas.instance.transfer",
+            "view_mode": "form",
+            "target": "new",
+            "context": {"default_template_id": self.id, "default_mode": "copy"},
+        }
+
+    def _copy_to_server(self, target, database_name):
+        """Create the copy of this ready template on ``target`` and queue its operation."""
+        self.ensure_one()
+        self.check_access("write")
+        if self.state != "ready":
+            raise UserError(_("Only a ready template can be copied; %(name)s is not.",
+                              name=self.name))  # fmt: skip
+        target._check_can_receive(self.server_id)
+        copy = self.sudo().create(
+            {
+                "name": _("%(name)s (%(server)s)", name=self.name, server=target.code),
+                "database_name": database_name,
+                "server_id": target.id,
+                "module_names": self.module_names,
+                "lang": self.lang,
+                "demo": self.demo,
+                "copied_from_id": self.id,
+                "state": "creating",
+            }
+        )
+        operation = self.env["saas.operation"]._queue(
+            "template_copy", copy, self.server_id, target_server_id=target.id
+        )
+        return copy, operation
+
     def _raise_for_install_problems(self, problems):
         if problems.get("refused_login"):
             raise OperationError(
@@ -309,6 +407,9 @@ class SaasTemplate(models.Model):
 
     def _op_failed(self, operation, reason):
         self.sudo().write({"state": "failed", "error": reason, "admin_password": False})
+        if operation.kind == "template_copy":
+            self.message_post(body=_("The template copy failed: %(reason)s", reason=reason))
+            return
         self.message_post(body=_("Template database creation failed: %(reason)s", reason=reason))
 
     def _op_cancelled(self, operation):

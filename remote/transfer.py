@@ -377,3 +377,13 @@ def set_base_url(conn_params, database, base_url):
         raise InvalidInput(f"Base URL {base_url!r} must start with http:// or https://.")
     validate_database_name(database)
     _set_identity(conn_params, database, False, base_url)
+
+
+def missing_modules(source_pg, database, target_pg, known_from):
+    """The modules installed in ``database`` that the target's Odoo does not have.
+
+    What the target has is read from ``known_from``, a database of that server (a
+    template or an instance): every module its Odoo listed there.
+    """
+    wanted = set(installed_modules(source_pg, database))
+    return sorted(wanted - set(available_modules(target_pg, known_from)))

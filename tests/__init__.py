@@ -13,3 +13,4 @@ from . import test_filestore_sharing
 from . import test_monitoring
 from . import test_backups
 from . import test_rebalance
+from . import test_transfer

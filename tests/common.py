@@ -116,6 +116,48 @@ def self_managed_values(base_url):
     }
 
 
+TARGET_ENV = (
+    "SAAS_TEST_TARGET_DB_PORT",
+    "SAAS_TEST_TARGET_DB_USER",
+    "SAAS_TEST_TARGET_DB_PASSWORD",
+    "SAAS_TEST_TARGET_DATA_DIR",
+    "SAAS_TEST_TARGET_SSH_PORT",
+    "SAAS_TEST_TARGET_SSH_KEY_FILE",
+    "SAAS_TEST_TARGET_SSH_HOST_KEY_FILE",
+)
+
+
+def target_host_values(base_url):
+    """Values of a second saas.server: another PostgreSQL cluster, data dir and sshd.
+
+    Its Odoo URL is this Odoo's (what answers its health checks and version); its
+    databases and filestores are the second host's. None without that host.
+    """
+    values = self_managed_values(base_url)
+    if values is None or any(not os.environ.get(name) for name in TARGET_ENV):
+        return None
+    env = os.environ
+    with open(env["SAAS_TEST_TARGET_SSH_KEY_FILE"]) as key_file:
+        private_key = key_file.read()
+    with open(env["SAAS_TEST_TARGET_SSH_HOST_KEY_FILE"]) as host_key_file:
+        host_key = host_key_file.read().strip()
+    values.update(
+        {
+            # This Odoo under another name (server URLs are unique).
+            "server_url": base_url.replace("127.0.0.1", "localhost"),
+            "db_host": "127.0.0.1",
+            "db_port": int(env["SAAS_TEST_TARGET_DB_PORT"]),
+            "db_user": env["SAAS_TEST_TARGET_DB_USER"],
+            "db_password": env["SAAS_TEST_TARGET_DB_PASSWORD"],
+            "data_dir": env["SAAS_TEST_TARGET_DATA_DIR"],
+            "ssh_port": int(env["SAAS_TEST_TARGET_SSH_PORT"]),
+            "ssh_private_key": private_key,
+            "ssh_host_key": host_key,
+        }
+    )
+    return values
+
+
 def unique_db_name(prefix):
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
