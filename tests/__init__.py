@@ -12,5 +12,6 @@ from . import test_customer_handover
 from . import test_filestore_sharing
 from . import test_monitoring
 from . import test_backups
+from . import test_backup_storages
 from . import test_rebalance
 from . import test_transfer

@@ -1,6 +1,7 @@
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from unittest.mock import patch
 
@@ -15,21 +16,31 @@ from ..remote import exceptions
 from .common import SelfManagedCase
 
 MARKER = "saas.test.marker"
+SET_IDENTITY = "odoo.addons.saas_manager.remote.restore._set_identity"
 
 
-@tagged("post_install", "-at_install")
-class TestBackups(SelfManagedCase):
+def flip_byte(data, offset):
+    """``data`` with the byte at ``offset`` inverted."""
+    return data[:offset] + bytes([data[offset] ^ 0xFF]) + data[offset + 1 :]
+
+
+class BackupCase(SelfManagedCase):
+    """What the backup tests share: a running instance with a marker and an attached
+    file, backups through the queue, restores through the wizard. No tests here (it
+    is imported by other test modules)."""
+
     def setUp(self):
         super().setUp()
         self.env["ir.config_parameter"].sudo().set_param(
             "saas_manager.operation_retry_delay_s", "0"
         )
-        self.backup_dir = tempfile.mkdtemp(prefix="saas-backups-")
-        self.addCleanup(shutil.rmtree, self.backup_dir, ignore_errors=True)
-        self.storage = self.env["saas.backup.storage"].create(
-            {"name": "Local", "kind": "local", "path": self.backup_dir, "is_default": True}
-        )
         self.Backup = self.env["saas.backup"]
+        self.Restore = self.env["saas.backup.restore"]
+
+    def temp_dir(self, prefix):
+        path = tempfile.mkdtemp(prefix=prefix)
+        self.addCleanup(shutil.rmtree, path, ignore_errors=True)
+        return path
 
     def ready_instance(self):
         template = self.make_template(name="Backup template")
@@ -65,7 +76,14 @@ class TestBackups(SelfManagedCase):
         )
         return store_fname
 
+    def marked_instance(self, marker="backed up"):
+        """A running instance with ``marker`` set and an attachment; ``(it, store_fname)``."""
+        instance = self.ready_instance()
+        self.set_marker(instance.database_name, marker)
+        return instance, self.add_attachment(instance.database_name)
+
     def back_up(self, instance):
+        """Press Backup on ``instance``, run the queue; its newest backup."""
         action = instance.action_backup()
         self.assertEqual(action["params"]["type"], "info", action)
         self.run_operations()
@@ -75,11 +93,87 @@ class TestBackups(SelfManagedCase):
         return [row[0] for row in self.query("postgres", "SELECT datname FROM pg_database "
                                              "WHERE datname LIKE %s", [pattern])]  # fmt: skip
 
-    def test_backup_verify_restore_both_ways(self):  # noqa: PLR0915 - one provision, many checks
-        instance = self.ready_instance()
+    def restore_as_new(self, backup, new_db, name="Restored copy", server=None):
+        """Restore ``backup`` as a new instance through the wizard, run the queue."""
+        self.drop_later(new_db)
+        self.Restore.create(
+            {"backup_id": backup.id, "mode": "new", "server_id": (server or self.server).id,
+             "name": name, "database_name": new_db}
+        ).action_confirm()  # fmt: skip
+        self.run_operations()
+        return self.Instance.search([("database_name", "=", new_db)])
+
+    def restore_in_place(self, backup):
+        self.Restore.create({"backup_id": backup.id, "mode": "in_place"}).action_confirm()
+        self.run_operations()
+
+    def assert_restored(self, source, copy, store_fname, marker="backed up"):
+        """``copy`` runs with the marker, the attachment's file and a new identity."""
+        new_db = copy.database_name
+        self.assertEqual(copy.state, "running", copy.error)
+        self.assertEqual(self.marker(new_db), marker)
+        self.assertTrue(os.path.isfile(os.path.join(self.filestore_root, new_db, store_fname)))
+        rows = self.query(new_db, "SELECT count(*) FROM ir_attachment WHERE store_fname = %s",
+                          [store_fname])  # fmt: skip
+        self.assertEqual(rows[0][0], 1)
+        self.assertNotEqual(
+            self.config_params(new_db)["database.uuid"],
+            self.config_params(source.database_name)["database.uuid"],
+        )
+
+    def assert_corrupted_refused(self, backup, new_db):
+        """A restore of a corrupted object fails on its sha256; nothing is made."""
+        doomed = self.restore_as_new(backup, new_db, name="Corrupted copy")
+        self.assertEqual(doomed.state, "failed")
+        self.assertIn("corrupted", doomed.error)
+        operation = backup.operation_ids.filtered(
+            lambda op: op.kind == "restore" and op.instance_id == doomed
+        )
+        # A permanent refusal: one attempt, not retried.
+        self.assertEqual((operation.state, operation.attempt), ("failed", 1))
+        self.assertFalse(self.databases_like(new_db))
+        self.assertFalse(os.path.exists(os.path.join(self.filestore_root, new_db)))
+
+    def sftp_storage(self, base_path, **vals):
+        """An SFTP storage on the suite's sshd (key login, its host key pinned)."""
+        with open(os.environ["SAAS_TEST_SSH_KEY_FILE"]) as key_file:
+            private_key = key_file.read()
+        values = {
+            "name": "SFTP",
+            "kind": "sftp",
+            "sftp_host": "127.0.0.1",
+            "sftp_port": int(os.environ["SAAS_TEST_SSH_PORT"]),
+            "sftp_user": os.environ["SAAS_TEST_SSH_USER"],
+            "sftp_private_key": private_key,
+            "sftp_host_key": self.server.ssh_host_key,
+            "base_path": base_path,
+        }
+        values.update(vals)
+        return self.env["saas.backup.storage"].create(values)
+
+    @contextmanager
+    def failing_identity_step(self):
+        """Restores fail at their identity step, after the database was loaded.
+
+        InvalidInput is permanent: the operation fails at its first attempt (a
+        transient error would be retried, each attempt undone the same way).
+        """
+        with patch(SET_IDENTITY, side_effect=exceptions.InvalidInput("injected failure")):
+            yield
+
+
+@tagged("post_install", "-at_install")
+class TestBackups(BackupCase):
+    def setUp(self):
+        super().setUp()
+        self.backup_dir = self.temp_dir("saas-backups-")
+        self.storage = self.env["saas.backup.storage"].create(
+            {"name": "Local", "kind": "local", "path": self.backup_dir, "is_default": True}
+        )
+
+    def test_backup_verify_restore_both_ways(self):
+        instance, store_fname = self.marked_instance()
         db = instance.database_name
-        self.set_marker(db, "backed up")
-        store_fname = self.add_attachment(db)
 
         # A manual backup through the queue: the object is where the record says.
         backup = self.back_up(instance)
@@ -99,33 +193,13 @@ class TestBackups(SelfManagedCase):
         self.assertFalse(self.databases_like("saas_verify_%"))
 
         # Restore as a new instance: the data, the attachment's file, a new identity.
-        new_db = f"{db}_copy"
-        self.drop_later(new_db)
-        wizard = self.env["saas.backup.restore"].create(
-            {"backup_id": backup.id, "mode": "new", "server_id": self.server.id,
-             "name": "Restored copy", "database_name": new_db}
-        )  # fmt: skip
-        wizard.action_confirm()
-        self.run_operations()
-        copy = self.Instance.search([("database_name", "=", new_db)])
-        self.assertEqual(copy.state, "running", copy.error)
-        self.assertEqual(self.marker(new_db), "backed up")
-        self.assertTrue(os.path.isfile(os.path.join(self.filestore_root, new_db, store_fname)))
-        self.assertNotEqual(
-            self.config_params(new_db)["database.uuid"], self.config_params(db)["database.uuid"]
-        )
-        rows = self.query(new_db, "SELECT count(*) FROM ir_attachment WHERE store_fname = %s",
-                          [store_fname])  # fmt: skip
-        self.assertEqual(rows[0][0], 1)
+        copy = self.restore_as_new(backup, f"{db}_copy")
+        self.assert_restored(instance, copy, store_fname)
 
         # Restore in place: a safety backup first, suspended meanwhile, data put back.
         self.set_marker(db, "changed since")
         uuid_before = self.config_params(db)["database.uuid"]
-        wizard = self.env["saas.backup.restore"].create(
-            {"backup_id": backup.id, "mode": "in_place"}
-        )
-        wizard.action_confirm()
-        self.run_operations()
+        self.restore_in_place(backup)
         safety = self.Backup.search(
             [("instance_id", "=", instance.id), ("kind", "=", "pre_restore")]
         )
@@ -139,13 +213,13 @@ class TestBackups(SelfManagedCase):
 
         # A flipped byte in the storage is found.
         with open(path, "r+b") as handle:
-            handle.seek(backup.size // 2)
-            byte = handle.read(1)
-            handle.seek(backup.size // 2)
-            handle.write(bytes([byte[0] ^ 0xFF]))
+            data = handle.read()
+            handle.seek(0)
+            handle.write(flip_byte(data, backup.size // 2))
         backup.action_verify()
         self.run_operations()
         self.assertIn("corrupted", backup.verify_error)
+        self.assert_corrupted_refused(backup, f"{db}_bad")
 
         # A suspended instance is backed up, and stays suspended.
         instance.action_suspend()
@@ -172,37 +246,31 @@ class TestBackups(SelfManagedCase):
         # A restore that fails at its identity step: no half-made database, original
         # untouched and running again.
         self.set_marker(db, "live data")
-        with patch(
-            "odoo.addons.saas_manager.remote.restore._set_identity",
-            side_effect=exceptions.DatabaseError("injected failure"),
-        ):
-            self.env["saas.backup.restore"].create(
-                {"backup_id": backup.id, "mode": "in_place"}
-            ).action_confirm()
-            self.run_operations()
+        with self.failing_identity_step():
+            self.restore_in_place(backup)
         self.assertEqual(instance.state, "running")
         self.assertEqual(self.marker(db), "live data")
         self.assertFalse(self.databases_like(f"{db[:40]}_rst_%"))
         operation = backup.operation_ids.filtered(lambda op: op.kind == "restore")
-        self.assertEqual(operation.state, "failed")
+        self.assertEqual((operation.state, operation.attempt), ("failed", 1))
         self.assertIn("injected failure", operation.error)
 
         # As a new instance too: the instance failed, its database does not exist.
         new_db = f"{db}_new"
-        self.drop_later(new_db)
-        with patch(
-            "odoo.addons.saas_manager.remote.restore._set_identity",
-            side_effect=exceptions.DatabaseError("injected failure"),
-        ):
-            self.env["saas.backup.restore"].create(
-                {"backup_id": backup.id, "mode": "new", "server_id": self.server.id,
-                 "name": "Doomed", "database_name": new_db}
-            ).action_confirm()  # fmt: skip
-            self.run_operations()
-        doomed = self.Instance.search([("database_name", "=", new_db)])
+        with self.failing_identity_step():
+            doomed = self.restore_as_new(backup, new_db, name="Doomed")
         self.assertEqual(doomed.state, "failed")
         self.assertFalse(self.databases_like(new_db))
         self.assertFalse(os.path.exists(os.path.join(self.filestore_root, new_db)))
+
+        # A full target server is refused before anything is made, counted as a
+        # provision counts (the failed instance above does not take a slot).
+        self.server.max_instances = 1
+        with self.assertRaisesRegex(UserError, "capacity left"):
+            self.restore_as_new(backup, f"{db}_full", name="No room")
+        self.assertFalse(self.Instance.search([("name", "=", "No room")]))
+        self.assertFalse(self.databases_like(f"{db}_full"))
+        self.server.max_instances = 3
 
         # A server lacking a module of the backup is refused before anything is made.
         self.query_commit(
@@ -210,10 +278,7 @@ class TestBackups(SelfManagedCase):
             "DELETE FROM ir_module_module WHERE name = 'auth_signup'",
         )
         with self.assertRaisesRegex(UserError, "auth_signup"):
-            self.env["saas.backup.restore"].create(
-                {"backup_id": backup.id, "mode": "new", "server_id": self.server.id,
-                 "name": "Refused", "database_name": f"{db}_ref"}
-            ).action_confirm()  # fmt: skip
+            self.restore_as_new(backup, f"{db}_ref", name="Refused")
         self.assertFalse(self.Instance.search([("name", "=", "Refused")]))
 
         # SFTP storage refusing the credentials (a key the sshd does not know).
@@ -222,17 +287,8 @@ class TestBackups(SelfManagedCase):
             serialization.PrivateFormat.OpenSSH,
             serialization.NoEncryption(),
         )
-        sftp = self.env["saas.backup.storage"].create(
-            {
-                "name": "SFTP wrong key",
-                "kind": "sftp",
-                "sftp_host": "127.0.0.1",
-                "sftp_port": int(os.environ["SAAS_TEST_SSH_PORT"]),
-                "sftp_user": os.environ["SAAS_TEST_SSH_USER"],
-                "sftp_private_key": wrong_key.decode(),
-                "sftp_host_key": self.server.ssh_host_key,
-                "base_path": self.backup_dir,
-            }
+        sftp = self.sftp_storage(
+            self.backup_dir, name="SFTP wrong key", sftp_private_key=wrong_key.decode()
         )
         notification = sftp.action_test()
         self.assertEqual(notification["params"]["type"], "danger")

@@ -1,7 +1,7 @@
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
-from ..remote import backup_jobs, exceptions
+from ..remote import backup_jobs, capacity, exceptions
 
 
 class SaasBackupRestore(models.TransientModel):
@@ -100,6 +100,27 @@ class SaasBackupRestore(models.TransientModel):
                 )
             )
 
+    def _check_capacity(self, instance):
+        """Refuse a target server that is full, as a provision is refused.
+
+        The same count as ``saas.instance._check_can_provision``: the server's row is
+        locked, then its other provisioned instances are counted, so that a restore
+        and a provision racing for the last slot are serialised.
+        """
+        server = instance.server_id
+        others = instance._count_provisioned_on_server()
+        if not capacity.has_capacity(server.max_instances, others):
+            raise UserError(
+                _(
+                    "Server %(server)s has less than %(percent)s%% of its capacity left "
+                    "(%(count)s of %(max)s instances): nothing was restored.",
+                    server=server.name,
+                    percent=capacity.PROVISION_MIN_PERCENT,
+                    count=others,
+                    max=server.max_instances,
+                )
+            )
+
     def _restore_as_new(self):
         backup = self.backup_id
         server = self.server_id
@@ -109,18 +130,21 @@ class SaasBackupRestore(models.TransientModel):
             raise UserError(_("Server %(server)s is not active.", server=server.name))
         self._check_modules(server)
         source = backup.instance_id
-        instance = self.env["saas.instance"].create(
-            {
-                "name": self.name,
-                "database_name": self.database_name,
-                "subdomain": self.subdomain or False,
-                "server_id": server.id,
-                "partner_id": source.partner_id.id,
-                "plan_id": source.plan_id.id,
-                "admin_email": source.admin_email,
-                "send_invitation": False,
-            }
-        )
+        # In a savepoint: a full server rolls the new instance back, nothing is left.
+        with self.env.cr.savepoint():
+            instance = self.env["saas.instance"].create(
+                {
+                    "name": self.name,
+                    "database_name": self.database_name,
+                    "subdomain": self.subdomain or False,
+                    "server_id": server.id,
+                    "partner_id": source.partner_id.id,
+                    "plan_id": source.plan_id.id,
+                    "admin_email": source.admin_email,
+                    "send_invitation": False,
+                }
+            )
+            self._check_capacity(instance)
         instance._write_state({"state": "provisioning", "error": False})
         operation = backup._queue_restore(instance)
         return operation._queued_notification(
