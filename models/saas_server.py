@@ -6,7 +6,6 @@ and load sweep (concurrent, bounded, recorded in the cron's thread), placement
 system. The sweep is the candidate for a file of its own when it grows again.
 """
 
-import concurrent.futures
 import dataclasses
 import ipaddress
 import logging
@@ -16,7 +15,18 @@ from urllib.parse import urlsplit
 from odoo import _, api, fields, models
 from odoo.exceptions import AccessError, UserError, ValidationError
 
-from ..remote import alerts, capacity, exceptions, health, load, odoo_rpc, postgres, ssh, ssh_keys
+from ..remote import (
+    alerts,
+    capacity,
+    exceptions,
+    health,
+    load,
+    odoo_rpc,
+    postgres,
+    ssh,
+    ssh_keys,
+    sweep,
+)
 from .saas_server_health_check import HEALTH_STATUSES
 
 _logger = logging.getLogger(__name__)
@@ -92,17 +102,18 @@ class SaasServer(models.Model):
     _order = "name, id"
     _secret_fields = ("ssh_password", "ssh_private_key", "db_password", "master_password")
 
-    # Bounds of one health check (seconds): connecting, and the whole call.
-    _health_connect_timeout = 5.0
-    _health_timeout = 10.0
-    # Concurrent checks of a sweep: the checks wait on the network, not the CPU,
-    # so a sweep of up to this many servers lasts about one check timeout.
-    _health_max_workers = 64
+    # The sweep's values live in remote.sweep, where scripts/bench_health_sweep.py
+    # takes them too. Bounds of one health check (seconds): connecting, the whole call.
+    _health_connect_timeout = sweep.CONNECT_TIMEOUT
+    _health_timeout = sweep.CHECK_TIMEOUT
+    # Concurrent checks: they wait on the network, not the CPU, so a sweep of up to
+    # this many servers lasts about one check timeout.
+    _health_max_workers = sweep.HEALTH_WORKERS
     # The hourly sweep (health and load side by side) gives up after this long:
     # what it could not check in time is recorded unknown, never offline.
-    _sweep_budget_s = 20.0
+    _sweep_budget_s = sweep.BUDGET_TIMEOUTS * sweep.CHECK_TIMEOUT
     # Concurrent load tasks (two per server: SSH and PostgreSQL).
-    _load_max_workers = 32
+    _load_max_workers = sweep.LOAD_WORKERS
 
     name = fields.Char(required=True, tracking=True)
     code = fields.Char(
@@ -466,17 +477,20 @@ class SaasServer(models.Model):
         """Probe every server of ``self`` concurrently; return {server id: ProbeResult}.
 
         Only network I/O happens in the pool's threads: no ORM access there.
-        ``sweep_timeout`` bounds the whole sweep: a probe not done by then is
-        ``checked=False`` (unknown).
+        ``sweep_timeout`` bounds the whole sweep (by default two check timeouts): a
+        probe not done by then is ``checked=False`` (unknown).
         """
-        targets = [server._health_target() for server in self]
-        results = health.probe_many(
-            targets,
+        outcome = sweep.run(
+            [server._health_target() for server in self],
             connect_timeout=self._health_connect_timeout,
             timeout=self._health_timeout,
-            max_workers=self._health_max_workers,
-            sweep_timeout=sweep_timeout,
+            budget=sweep_timeout,
+            health_workers=self._health_max_workers,
         )
+        self._log_probes(outcome.health)
+        return outcome.health
+
+    def _log_probes(self, results):
         # Every connection attempt, whichever action made it, logged once here.
         for server in self:
             result = results[server.id]
@@ -487,7 +501,6 @@ class SaasServer(models.Model):
                 "ok" if result.online else f"failed, {result.error}",
                 result.response_time_ms,
             )
-        return results
 
     def _health_status_for(self, result):
         self.ensure_one()
@@ -583,20 +596,26 @@ class SaasServer(models.Model):
         """
         loads = {}
         if with_load:
-            targets = [server._load_target() for server in self]
-            with concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="saas-load-sweep"
-            ) as pool:
-                # Only network I/O in that thread: the targets were built here.
-                future = pool.submit(
-                    load.collect_many,
-                    targets,
-                    max_workers=self._load_max_workers,
-                    timeout=self._sweep_budget_s,
-                    command_timeout=self._health_timeout,
-                )
-                results = self._probe_all(sweep_timeout=self._sweep_budget_s)
-                loads = future.result()
+            # The targets are built here; only network I/O in the sweep's threads.
+            outcome = sweep.run(
+                [server._health_target() for server in self],
+                [server._load_target() for server in self],
+                connect_timeout=self._health_connect_timeout,
+                timeout=self._health_timeout,
+                budget=self._sweep_budget_s,
+                health_workers=self._health_max_workers,
+                load_workers=self._load_max_workers,
+            )
+            self._log_probes(outcome.health)
+            results, loads = outcome.health, outcome.load
+            _logger.info(
+                "Sweep of %s servers in %.1f s (budget %s s): %s not checked, %s loads unknown",
+                len(self),
+                outcome.elapsed_s,
+                self._sweep_budget_s,
+                sum(not result.checked for result in results.values()),
+                sum(not measured.collected for measured in loads.values()),
+            )
         else:
             results = self._probe_all()
         failed = self.browse()

@@ -36,6 +36,7 @@ import logging
 import math
 import posixpath
 import re
+import threading
 import time
 from dataclasses import dataclass
 
@@ -57,6 +58,8 @@ __all__ = [
     "ServerLoad",
     "collect",
     "collect_many",
+    "collect_part",
+    "combine_parts",
     "disk_usage",
     "filestore_sizes",
     "instance_activity",
@@ -581,6 +584,36 @@ def _guarded(part, target, *args):
         return _PostgresPart(error=reason)
 
 
+def collect_part(target, part, *, command_timeout=30.0):
+    """One part of one server's collection, ``"ssh"`` or ``"pg"``, never raising.
+
+    For a caller that runs the parts in a pool of its own (``remote.sweep``); the
+    two parts of a target then make its :class:`ServerLoad` with :func:`combine_parts`.
+    """
+    _check_target(target)
+    if part not in ("ssh", "pg"):
+        raise InvalidInput(f"a load part is 'ssh' or 'pg', not {part!r}")
+    if part == "ssh":
+        return _guarded(part, target, command_timeout)
+    return _guarded(part, target)
+
+
+def combine_parts(target, ssh_part, pg_part, *, started, late_reason):
+    """The :class:`ServerLoad` of ``target`` from its two parts (:func:`collect_part`).
+
+    A part that is None was not collected in time: its figures are unknown with
+    ``late_reason``, and the server's ``collected`` is False. ``started`` is the
+    ``time.monotonic()`` the collection began at.
+    """
+    return _combine(
+        target,
+        ssh_part or _SshPart(disk_error=late_reason, filestores_error=late_reason),
+        pg_part or _PostgresPart(error=late_reason),
+        started,
+        collected=ssh_part is not None and pg_part is not None,
+    )
+
+
 def collect_many(targets, *, max_workers=8, timeout=None, command_timeout=30.0):
     """Measure many servers concurrently; return ``{key: ServerLoad}`` for every target.
 
@@ -626,6 +659,13 @@ def collect_many(targets, *, max_workers=8, timeout=None, command_timeout=30.0):
         max_workers=workers, thread_name_prefix="saas-load"
     )
     try:
+        # Every thread of the pool is started before any work is given: a thread
+        # started while hundreds of others run waits its turn for the interpreter,
+        # and a sweep of 1000 servers would spend its budget starting threads.
+        gate = threading.Event()
+        for _n in range(workers):
+            executor.submit(gate.wait, timeout)
+        gate.set()
         futures = {}
         for target in found:
             futures[executor.submit(_guarded, "ssh", target, command_timeout)] = (target, "ssh")
@@ -640,19 +680,17 @@ def collect_many(targets, *, max_workers=8, timeout=None, command_timeout=30.0):
         executor.shutdown(wait=False, cancel_futures=True)
 
     late_reason = f"not collected within the sweep's {timeout:g} s"
-    results, late = {}, 0
-    for target in found:
-        ssh_part = parts.get((target.key, "ssh"))
-        pg_part = parts.get((target.key, "pg"))
-        collected = ssh_part is not None and pg_part is not None
-        late += not collected
-        results[target.key] = _combine(
+    results = {
+        target.key: combine_parts(
             target,
-            ssh_part or _SshPart(disk_error=late_reason, filestores_error=late_reason),
-            pg_part or _PostgresPart(error=late_reason),
-            started,
-            collected=collected,
+            parts.get((target.key, "ssh")),
+            parts.get((target.key, "pg")),
+            started=started,
+            late_reason=late_reason,
         )
+        for target in found
+    }
+    late = sum(not result.collected for result in results.values())
     if late:
         _logger.warning(
             "Load sweep of %d servers: %d not wholly collected within %g s (left unknown)",

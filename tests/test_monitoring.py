@@ -12,7 +12,7 @@ from odoo.tools import config, mute_logger
 
 from ..controllers.metrics import TOKEN_PARAM, exposition
 from ..models.saas_alert import ALERT_KINDS
-from ..remote import alerts, health, load
+from ..remote import alerts, health, load, sweep
 from ..sandbox import prometheus as sandbox_prometheus
 from .common import SaasCase
 
@@ -63,20 +63,21 @@ class MonitoringCase(SaasCase):
         by_id = {server.id: result for server, result in probes.items()}
         loads_by_id = {server.id: result for server, result in (loads or {}).items()}
 
-        def fake_probe_many(targets, **_kw):
-            return {t.key: by_id.get(t.key, probe(checked=False)) for t in targets}
+        def fake_run(probe_targets, load_targets=(), **_kw):
+            return sweep.SweepResult(
+                health={t.key: by_id.get(t.key, probe(checked=False)) for t in probe_targets},
+                load={
+                    t.key: loads_by_id.get(t.key, load.ServerLoad(key=t.key, collected=False))
+                    for t in load_targets
+                },
+                health_s=0.0,
+                load_s=0.0,
+                elapsed_s=0.0,
+                health_workers=1,
+                load_workers=1,
+            )
 
-        def fake_collect_many(targets, **_kw):
-            return {
-                t.key: loads_by_id.get(t.key, load.ServerLoad(key=t.key, collected=False))
-                for t in targets
-            }
-
-        with (
-            patch.object(health, "probe_many", fake_probe_many),
-            patch.object(load, "collect_many", fake_collect_many),
-            mute_logger(SERVER_LOGGER),
-        ):
+        with patch.object(sweep, "run", fake_run), mute_logger(SERVER_LOGGER):
             self.Server.cron_check_all_servers_health()
 
 
