@@ -181,6 +181,11 @@ class SaasInstance(models.Model):
             "target_database": db,
             "target_dir": target._filestore_path(db),
         }
+        suspended = self.state == "suspended"
+        if suspended:
+            # A suspended database refuses every connection, ours too: it is frozen
+            # and opened for the whole move (its users can read, not write).
+            yield from self._freeze_source(source, db, open_connections=True)
         yield from self._remote_prechecks(source, target, db, db)
         yield from self._pre_transfer_backup(operation)
         yield RemoteStep(
@@ -192,22 +197,9 @@ class SaasInstance(models.Model):
             makes=(Made("database", target.id, db),
                    Made("directory", target.id, copy_args["target_dir"])),
         )  # fmt: skip
-        suspended = self.state == "suspended"
         frozen_at = time.monotonic()
-        yield RemoteStep(
-            _("Freezing the instance (read-only) for the final copy"),
-            postgres.set_read_only,
-            (source._pg_params(), db, True),
-            makes=(Made("read_only", source.id, db),),
-        )
-        if suspended:
-            # A suspended database refuses every connection, pg_dump's too.
-            yield RemoteStep(
-                _("Opening the suspended database to the copy"),
-                postgres.set_connections_allowed,
-                (source._pg_params(), db, True),
-                makes=(Made("connections", source.id, db),),
-            )
+        if not suspended:
+            yield from self._freeze_source(source, db)
         final = yield RemoteStep(
             _("Copying what changed (the instance is read-only)"),
             transfer.copy_pass,
@@ -232,7 +224,8 @@ class SaasInstance(models.Model):
                 (target._pg_params(), db, False),
             )
         self._check_room_at_switch(target)
-        downtime = time.monotonic() - frozen_at
+        # A suspended instance's customers could not write before the move either.
+        downtime = 0.0 if suspended else time.monotonic() - frozen_at
         # The switch: committed with the next step's journal entry, all at once. From
         # here on what is on the target is the instance's, and the source is kept.
         operation.journal_ids.filtered(lambda entry: entry.state == "pending").write(
@@ -281,6 +274,22 @@ class SaasInstance(models.Model):
                     server=source.name,
                     reason=exc,
                 )
+            )
+
+    def _freeze_source(self, source, db, open_connections=False):
+        """Steps that make the source read-only (and open it, when it is suspended)."""
+        yield RemoteStep(
+            _("Freezing the instance (read-only) for the final copy"),
+            postgres.set_read_only,
+            (source._pg_params(), db, True),
+            makes=(Made("read_only", source.id, db),),
+        )
+        if open_connections:
+            yield RemoteStep(
+                _("Opening the suspended database to the copy (read-only)"),
+                postgres.set_connections_allowed,
+                (source._pg_params(), db, True),
+                makes=(Made("connections", source.id, db),),
             )
 
     def _check_transfer_again(self, target, mode):

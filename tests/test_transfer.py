@@ -15,8 +15,8 @@ import psycopg2
 from freezegun import freeze_time
 
 from odoo import fields
-from odoo.exceptions import UserError
-from odoo.tests import tagged
+from odoo.exceptions import AccessError, UserError
+from odoo.tests import new_test_user, tagged
 
 from ..remote import exceptions, postgres
 from .common import SelfManagedCase, target_host_values, unique_db_name
@@ -222,7 +222,7 @@ class TestTransfer(SelfManagedCase):
         self.assertEqual(self.target_query("postgres", "SELECT count(*) FROM pg_database "
                                            "WHERE datname = %s", [db]), [(0,)])  # fmt: skip
 
-    def test_a_failure_at_any_step_before_the_switch_leaves_the_source_running(self):
+    def test_a_failure_at_any_step_before_the_switch_leaves_the_source_running(self):  # noqa: PLR0915
         instance = self.ready_instance()
         db = instance.database_name
         real_copy = __import__(TRANSFER, fromlist=["copy_pass"]).copy_pass
@@ -274,7 +274,26 @@ class TestTransfer(SelfManagedCase):
                 self.assertEqual(
                     set(operation.journal_ids.mapped("state")) - {"removed"}, set(), label
                 )
-        # The target filling up during the copy (after the checks): not switched either.
+        # A suspended instance moves too, and stays suspended on the target.
+        instance.action_suspend()
+        self.start(instance)
+        operation = instance.running_operation_id
+        self.run_operations()
+        self.assertEqual(operation.state, "done", operation.error)
+        self.assertEqual((instance.server_id, instance.state), (self.target, "suspended"))
+        self.assertEqual(operation.downtime_s, 0.0)
+        self.assertEqual(
+            self.database_state(self.target_query, db), {"allows": False, "read_only": False}
+        )
+        self.assertEqual(self.database_state(self.query, db), {"allows": False, "read_only": True})
+        instance.action_resume()
+        self.assertEqual(self.database_state(self.target_query, db)["allows"], True)
+        instance.action_drop_moved_source()
+        self.run_operations()
+        self.assertIsNone(self.database_state(self.query, db))
+        # And back to this Odoo's server, where the target filling up during the copy
+        # (after the checks) stops it before the switch.
+        self.target, target_server = self.server, self.target
         self.start(instance)
         operation = instance.running_operation_id
         self.make_instances(self.target, self.target.max_instances, state="running")
@@ -282,8 +301,11 @@ class TestTransfer(SelfManagedCase):
             self.run_operations()
         self.assertEqual(operation.state, "failed")
         self.assertIn("filled up", operation.error)
-        self.assertEqual(instance.server_id, self.server)
-        self.assertIsNone(self.database_state(self.target_query, db))
+        self.assertEqual(instance.server_id, target_server)
+        self.assertIsNone(self.database_state(self.query, db))
+        self.assertEqual(
+            self.database_state(self.target_query, db), {"allows": True, "read_only": False}
+        )
 
     def test_refusals_change_nothing(self):
         instance = self.make_instances(self.server, 1, state="running")
@@ -313,6 +335,20 @@ class TestTransfer(SelfManagedCase):
         draft = self.make_instances(self.server, 1)
         refused("only a running or suspended", instance_id=draft.id)
         self.assertEqual(Operation.search_count([]), before)
+        # No context moves an instance by hand, not even a manager's.
+        manager = new_test_user(
+            self.env, "transfer_manager", groups="base.group_user,saas_manager.group_saas_manager"
+        )
+        with self.assertRaisesRegex(UserError, "cannot change once it is provisioned"):
+            instance.with_user(manager).with_context(saas_transfer_switch=True).write(
+                {"server_id": self.target.id}
+            )
+        # A user who is not a SaaS manager cannot start one.
+        user = new_test_user(self.env, "transfer_user", groups="base.group_user")
+        with self.assertRaises(AccessError):
+            Transfer.with_user(user).create(
+                {"instance_id": instance.id, "mode": "move", "target_server_id": self.target.id}
+            ).action_start()
         # Pressing twice queues one operation.
         other = self.make_server(
             **dict(
