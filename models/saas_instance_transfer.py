@@ -86,6 +86,10 @@ class SaasInstance(models.Model):
                     operation=self.running_operation_id.display_label,
                 )
             )
+        if mode == "copy" and self.state != "running":
+            raise UserError(
+                _("Instance %(name)s is suspended: resume it to copy it.", name=self.name)
+            )
         if not target:
             raise UserError(_("Choose the server to move or copy the instance to."))
         if mode == "move" and target == self.server_id:
@@ -300,6 +304,8 @@ class SaasInstance(models.Model):
             )
         if mode == "move" and target == self.server_id:
             raise UserError(_("Instance %(name)s is already on the target.", name=self.name))
+        if mode == "copy" and self.state != "running":
+            raise UserError(_("Instance %(name)s is no longer running.", name=self.name))
         target._check_can_receive(self.server_id)
 
     def _check_room_at_switch(self, target):

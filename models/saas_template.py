@@ -367,6 +367,16 @@ class SaasTemplate(models.Model):
             raise UserError(_("Only a ready template can be copied; %(name)s is not.",
                               name=self.name))  # fmt: skip
         target._check_can_receive(self.server_id)
+        if self.sudo().search_count(
+            [("server_id", "=", target.id), ("database_name", "=", database_name)]
+        ):
+            raise UserError(
+                _(
+                    "Server %(server)s already has a template with database %(db)s.",
+                    server=target.name,
+                    db=database_name,
+                )
+            )
         copy = self.sudo().create(
             {
                 "name": _("%(name)s (%(server)s)", name=self.name, server=target.code),

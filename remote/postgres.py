@@ -499,7 +499,16 @@ def _set_identity(conn_params, target, values, handover=None):
 def _drop(cr, name, version):
     if version < DROP_FORCE_MIN_VERSION:
         _terminate_sessions(cr, name)
-    cr.execute(_drop_database_sql(name, version))
+        cr.execute(_drop_database_sql(name, version))
+        return
+    try:
+        cr.execute(_drop_database_sql(name, version))
+    except psycopg2.errors.InsufficientPrivilege:
+        # FORCE refuses to end an autovacuum worker (it has no role) for a role that
+        # is not superuser, as on a database just loaded; a plain DROP asks
+        # autovacuum to exit and waits for it. Our own sessions are ended first.
+        _terminate_sessions(cr, name)
+        cr.execute(_drop_database_sql(name, 0))
 
 
 def _drop_after_failure(conn_params, target, version):

@@ -334,6 +334,9 @@ class TestTransfer(SelfManagedCase):
         refused("is full")
         draft = self.make_instances(self.server, 1)
         refused("only a running or suspended", instance_id=draft.id)
+        suspended = self.make_instances(self.server, 1, state="suspended")
+        refused("resume it to copy it", instance_id=suspended.id, mode="copy", name="Copy",
+                database_name=unique_db_name("saas_copy"))  # fmt: skip
         self.assertEqual(Operation.search_count([]), before)
         # No context moves an instance by hand, not even a manager's.
         manager = new_test_user(
