@@ -49,7 +49,11 @@ READY = {
     "list": ".o_list_view .o_data_row",
     "kanban": ".o_kanban_view .o_kanban_record:not(.o_kanban_ghost)",
     "form": ".o_form_view .o_form_sheet .oe_title .o_field_widget",
+    "graph": ".o_graph_renderer canvas",
+    "pivot": ".o_pivot table tbody tr",
 }
+# Charts animate when drawn: the time to let them settle before the picture (s).
+SETTLE = {"graph": 1.5}
 
 
 class PageError(Exception):
@@ -264,7 +268,8 @@ def main():
     if not instances:
         raise SystemExit("no saas.instance yet: provision one (see README) and run this again")
 
-    servers = f"{args.url}/odoo/action-saas_manager.saas_server_action"
+    action = f"{args.url}/odoo/action-saas_manager"
+    servers = f"{action}.saas_server_action"
     shots = [
         ("server_list.png", servers, "list"),
         ("server_kanban.png", f"{servers}?view_type=kanban", "kanban"),
@@ -279,7 +284,20 @@ def main():
             f"{args.url}/odoo/action-saas_manager.saas_operation_action",
             "list",
         ),
+        # Monitoring: the health history as a latency graph, the fleet overview, the alerts.
+        ("health_latency_graph.png", f"{action}.saas_server_health_check_action", "graph"),
+        ("fleet_overview_graph.png", f"{action}.saas_server_fleet_action", "graph"),
+        (
+            "fleet_overview_pivot.png",
+            f"{action}.saas_server_fleet_action?view_type=pivot",
+            "pivot",
+        ),
     ]
+    alerts = odoo.call("saas.alert", "search", [("state", "=", "open")], limit=1)
+    if alerts:
+        shots.append(("alert_form.png", f"{action}.saas_alert_action/{alerts[0]}", "form"))
+    else:
+        log("no open alert: alert_form.png not taken (run the health cron with Paris down)")
 
     if args.only:
         wanted = {name.removesuffix(".png") for name in args.only}
@@ -301,6 +319,7 @@ def main():
             browser.send("Page.navigate", url=url)
             try:
                 wait_ready(browser, READY[kind], url)
+                time.sleep(SETTLE.get(kind, 0))
             except PageError as exc:
                 # The previous PNG, if any, is kept rather than replaced by a broken page.
                 log(f"{filename} not taken: {exc}")
