@@ -239,6 +239,42 @@ def wait_ready(browser, ready_selector, url):
     raise PageError(f"{url} was not ready within {PAGE_TIMEOUT:.0f} s (last state: {state})")
 
 
+def shot_list(odoo, url):
+    """``(file name, URL, view kind)`` of each screenshot, from the demo's records."""
+    local = odoo.xmlid("saas_manager.saas_server_demo_local")
+    if not local:
+        servers = odoo.call("saas.server", "search", [], limit=1)
+        local = servers[0] if servers else None
+    if not local:
+        raise SystemExit("no saas.server in the database: is the demo data installed?")
+    # The instance to show: a running one on the local server, else any.
+    instances = odoo.call(
+        "saas.instance", "search", [("server_id", "=", local), ("state", "=", "running")], limit=1
+    ) or odoo.call("saas.instance", "search", [], limit=1)
+    if not instances:
+        raise SystemExit("no saas.instance yet: provision one (see README) and run this again")
+
+    action = f"{url}/odoo/action-saas_manager"
+    servers = f"{action}.saas_server_action"
+    shots = [
+        ("server_list.png", servers, "list"),
+        ("server_kanban.png", f"{servers}?view_type=kanban", "kanban"),
+        ("server_form.png", f"{servers}/{local}", "form"),
+        ("instance_form.png", f"{action}.saas_instance_action/{instances[0]}", "form"),
+        ("operation_list.png", f"{action}.saas_operation_action", "list"),
+        # Monitoring: the health history as a latency graph, the fleet overview, an alert.
+        ("health_latency_graph.png", f"{action}.saas_server_health_check_action", "graph"),
+        ("fleet_overview_graph.png", f"{action}.saas_server_fleet_action", "graph"),
+        ("fleet_overview_pivot.png", f"{action}.saas_server_fleet_action?view_type=pivot", "pivot"),
+    ]
+    alerts = odoo.call("saas.alert", "search", [("state", "=", "open")], limit=1)
+    if alerts:
+        shots.append(("alert_form.png", f"{action}.saas_alert_action/{alerts[0]}", "form"))
+    else:
+        log("no open alert: alert_form.png not taken (run the health cron with Paris down)")
+    return shots
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8069")
@@ -255,49 +291,7 @@ def main():
     args = parser.parse_args()
 
     odoo = Odoo(args.url, args.db, args.login, args.password)
-    local = odoo.xmlid("saas_manager.saas_server_demo_local")
-    if not local:
-        servers = odoo.call("saas.server", "search", [], limit=1)
-        local = servers[0] if servers else None
-    if not local:
-        raise SystemExit("no saas.server in the database: is the demo data installed?")
-    # The instance to show: a running one on the local server, else any.
-    instances = odoo.call(
-        "saas.instance", "search", [("server_id", "=", local), ("state", "=", "running")], limit=1
-    ) or odoo.call("saas.instance", "search", [], limit=1)
-    if not instances:
-        raise SystemExit("no saas.instance yet: provision one (see README) and run this again")
-
-    action = f"{args.url}/odoo/action-saas_manager"
-    servers = f"{action}.saas_server_action"
-    shots = [
-        ("server_list.png", servers, "list"),
-        ("server_kanban.png", f"{servers}?view_type=kanban", "kanban"),
-        ("server_form.png", f"{servers}/{local}", "form"),
-        (
-            "instance_form.png",
-            f"{args.url}/odoo/action-saas_manager.saas_instance_action/{instances[0]}",
-            "form",
-        ),
-        (
-            "operation_list.png",
-            f"{args.url}/odoo/action-saas_manager.saas_operation_action",
-            "list",
-        ),
-        # Monitoring: the health history as a latency graph, the fleet overview, the alerts.
-        ("health_latency_graph.png", f"{action}.saas_server_health_check_action", "graph"),
-        ("fleet_overview_graph.png", f"{action}.saas_server_fleet_action", "graph"),
-        (
-            "fleet_overview_pivot.png",
-            f"{action}.saas_server_fleet_action?view_type=pivot",
-            "pivot",
-        ),
-    ]
-    alerts = odoo.call("saas.alert", "search", [("state", "=", "open")], limit=1)
-    if alerts:
-        shots.append(("alert_form.png", f"{action}.saas_alert_action/{alerts[0]}", "form"))
-    else:
-        log("no open alert: alert_form.png not taken (run the health cron with Paris down)")
+    shots = shot_list(odoo, args.url)
 
     if args.only:
         wanted = {name.removesuffix(".png") for name in args.only}

@@ -2,6 +2,7 @@
 their notifications, and /saas_manager/metrics scraped by a real Prometheus."""
 
 import datetime
+import re
 from unittest.mock import patch
 
 from freezegun import freeze_time
@@ -153,6 +154,30 @@ class TestMonitoringLoad(MonitoringCase):
         for _n in range(2):
             self.sweep({server: probe()}, {server: server_load(server.id, replicas=[caught_up])})
         self.assertEqual(alert.state, "resolved")
+
+
+@tagged("post_install", "-at_install")
+class TestMonitoringViews(SaasCase):
+    # Odoo 18's web client (web/static/src/search/utils/dates.js, INTERVAL_OPTIONS) groups
+    # a date by these only; any other interval is an error when the view opens.
+    WEB_CLIENT_INTERVALS = {"year", "quarter", "month", "week", "day"}
+
+    def test_views_group_dates_as_the_web_client_can(self):
+        view_ids = (
+            self.env["ir.model.data"]
+            .search([("module", "=", "saas_manager"), ("model", "=", "ir.ui.view")])
+            .mapped("res_id")
+        )
+        intervals = {}
+        for view in self.env["ir.ui.view"].browse(view_ids):
+            arch = view.arch_db or ""
+            found = re.findall(r'interval="(\w+)"', arch)
+            found += re.findall(r"group_by['\"]\s*:\s*['\"][\w.]+:(\w+)", arch)
+            if found:
+                intervals[view.name] = set(found)
+        self.assertIn("saas.server.health.check.graph", intervals, "the latency graph is checked")
+        for name, used in intervals.items():
+            self.assertLessEqual(used, self.WEB_CLIENT_INTERVALS, name)
 
 
 @tagged("post_install", "-at_install")
