@@ -651,47 +651,59 @@ class SaasInstance(models.Model):
 
         Every setting is checked again (a secret may have changed since queued);
         what exists at the target is refused, not taken over; the database, the
-        partial filestore copy and the filestore are journalled before the step
-        that makes them, so a failure or a killed worker leaves none of them.
+        partial filestore copy and the filestore are journalled after that check
+        and before the step that makes them, so a failure or a killed worker leaves
+        none of them, and never removes what was there before. The check's SSH
+        session is the copy's (one handshake); the invitation token is issued in the
+        clone's thread while the filestore is still being copied.
         """
         server = self.server_id
         template = self.template_id
         self._check_can_provision_again()
         settings = self._remote_settings()
+        pg_params = settings["pg_params"]
         target_dir = settings["target_dir"]
-        found = yield RemoteStep(
+        found, session = yield RemoteStep(
             _("Checking that the database and the filestore are free"),
-            provision.taken,
-            (settings["pg_params"], settings["ssh_settings"], self.database_name, target_dir),
+            provision.check_free,
+            (pg_params, settings["ssh_settings"], self.database_name, target_dir),
         )
-        if found:
-            raise OperationError(
-                _(
-                    "%(found)s already exists on %(server)s: it is not this instance's, so "
-                    "nothing was made. Choose another database name.",
-                    found=", ".join(found),
-                    server=server.name,
+        try:
+            if found:
+                raise OperationError(
+                    _(
+                        "%(found)s already exists on %(server)s: it is not this instance's, "
+                        "so nothing was made. Choose another database name.",
+                        found=", ".join(found),
+                        server=server.name,
+                    )
                 )
+            temp_dir = remote_filestore.partial_copy_path(target_dir)
+            expiry = self._invitation_expiry()
+            result = yield RemoteStep(
+                _("Cloning the template and copying its filestore"),
+                provision.provision,
+                (pg_params, settings["ssh_settings"], template.database_name),
+                {
+                    "target": self.database_name,
+                    "source_dir": settings["source_dir"],
+                    "target_dir": target_dir,
+                    "base_url": self._base_url(),
+                    "temp_dir": temp_dir,
+                    "handover": settings["handover"],
+                    "session": session,
+                    "invitation": (
+                        self._invitation_call(pg_params, expiry) if self.send_invitation else None
+                    ),
+                },
+                makes=(
+                    Made("database", server.id, self.database_name),
+                    Made("directory", server.id, temp_dir),
+                    Made("directory", server.id, target_dir),
+                ),
             )
-        temp_dir = remote_filestore.partial_copy_path(target_dir)
-        result = yield RemoteStep(
-            _("Cloning the template and copying its filestore"),
-            provision.provision,
-            (settings["pg_params"], settings["ssh_settings"], template.database_name),
-            {
-                "target": self.database_name,
-                "source_dir": settings["source_dir"],
-                "target_dir": target_dir,
-                "base_url": self._base_url(),
-                "temp_dir": temp_dir,
-                "handover": settings["handover"],
-            },
-            makes=(
-                Made("database", server.id, self.database_name),
-                Made("directory", server.id, temp_dir),
-                Made("directory", server.id, target_dir),
-            ),
-        )
+        finally:
+            session.close()  # when provision did not (closing twice is harmless)
         self._write_state({"state": "running", "provisioned_date": fields.Datetime.now()})
         self.message_post(
             body=_(
@@ -712,17 +724,10 @@ class SaasInstance(models.Model):
             return
         # The instance is the customer's now: an invitation that cannot be made or
         # sent is recorded on it (to be sent again), it never undoes the provision.
-        expiry = self._invitation_expiry()
-        try:
-            token = yield RemoteStep(
-                _("Preparing the customer's invitation"),
-                postgres.run_in_database,
-                self._invitation_call(settings["pg_params"], expiry),
-            )
-        except exceptions.RemoteError as exc:
-            self._record_invitation_failure(str(exc))
+        if result.invitation_error is not None:
+            self._record_invitation_failure(str(result.invitation_error))
             return
-        self._send_invitation_mail(token, expiry)
+        self._send_invitation_mail(result.invitation, expiry)
 
     def _check_can_provision_again(self):
         """At run time: the server and template may have changed since queued."""

@@ -5,6 +5,12 @@ SSH), so they run side by side: the filestore copy, with its SSH connection, tak
 about as long as the clone itself, and doing them one after the other would double
 the time of a provision. Either half failing undoes the other, so a failed
 provision leaves neither a database nor a filestore behind.
+
+Before it, :func:`check_free` looks at the target (reads only) and keeps its SSH
+session open for the copy: one SSH handshake per provision, while the caller can
+still journal what the provision will make after the check and before it makes
+anything (so a target that exists, someone else's, is never journalled, and never
+removed by an undo).
 """
 
 import logging
@@ -26,11 +32,15 @@ class ProvisionResult:
     clone: postgres.CloneResult
     filestore_copied: bool
     duration_s: float
+    # What the ``invitation`` call returned (the customer's token), or why it failed.
+    invitation: object = None
+    invitation_error: RemoteError | None = None
 
 
-def _copy_filestore(ssh_settings, source_dir, target_dir, temp_dir):
-    with ssh.SshSession(ssh_settings) as session:
-        return filestore.copy_tree(session, source_dir, target_dir, temp_dir=temp_dir)
+def _copy_filestore(ssh_settings, source_dir, target_dir, temp_dir, session=None):
+    # The session check_free opened (reopened if closed), else a new one; closed here.
+    with session or ssh.SshSession(ssh_settings) as open_session:
+        return filestore.copy_tree(open_session, source_dir, target_dir, temp_dir=temp_dir)
 
 
 def _remove_filestore(ssh_settings, target_dir):
@@ -50,6 +60,8 @@ def provision(
     strategy=None,
     temp_dir=None,
     handover=None,
+    session=None,
+    invitation=None,
 ):
     """Clone database ``template`` into ``target`` and copy ``source_dir`` to ``target_dir``.
 
@@ -61,6 +73,12 @@ def provision(
     :param temp_dir: the hidden sibling the filestore is copied in before its rename
         (:func:`filestore.partial_copy_path`), for a caller that journals it first.
     :param handover: a :class:`.handover.Handover`, applied with the clone's identity.
+    :param session: the :class:`ssh.SshSession` :func:`check_free` left open, used
+        for the copy and closed; None: the copy opens its own.
+    :param invitation: the arguments of :func:`postgres.run_in_database` that issue
+        the customer's invitation, run once the clone is made (while the copy goes
+        on); what it returns, or the RemoteError it raised, is in the result: it
+        never fails the provision.
     :returns: a :class:`ProvisionResult`.
     :raises RemoteError: the first failure (the clone's if both failed), once what
         the other half made is removed. Nothing that existed before is touched: a
@@ -68,8 +86,8 @@ def provision(
     """
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="saas-filestore") as pool:
-        copy = pool.submit(_copy_filestore, ssh_settings, source_dir, target_dir, temp_dir)
-        clone_result = clone_error = None
+        copy = pool.submit(_copy_filestore, ssh_settings, source_dir, target_dir, temp_dir, session)
+        clone_result = clone_error = token = invitation_error = None
         try:
             clone_result = postgres.clone_database(
                 pg_params,
@@ -81,6 +99,12 @@ def provision(
             )
         except RemoteError as exc:
             clone_error = exc
+        else:
+            if invitation is not None:
+                try:
+                    token = postgres.run_in_database(*invitation)
+                except RemoteError as exc:
+                    invitation_error = exc
         copied = False
         copy_error = None
         try:
@@ -96,7 +120,7 @@ def provision(
             duration,
             "copied" if copied else "none",
         )
-        return ProvisionResult(clone_result, copied, duration)
+        return ProvisionResult(clone_result, copied, duration, token, invitation_error)
     # Undo the half that worked; report the failure that stopped the provision.
     if clone_error is None:
         try:
@@ -119,13 +143,32 @@ def taken(pg_params, ssh_settings, target, target_dir):
 
     :returns: the list of the existing ones, as text for a message (empty: both free).
     """
-    found = []
-    if postgres.database_exists(pg_params, target):
-        found.append(f"database {target}")
-    with ssh.SshSession(ssh_settings) as session:
-        if filestore.exists(session, target_dir):
-            found.append(f"directory {target_dir}")
+    found, session = check_free(pg_params, ssh_settings, target, target_dir)
+    session.close()
     return found
+
+
+def check_free(pg_params, ssh_settings, target, target_dir):
+    """:func:`taken`, with the SSH session it used left open for :func:`provision`.
+
+    The database is looked up while the SSH session connects.
+
+    :returns: ``(found, session)``: ``found`` as :func:`taken` returns it, and an open
+        :class:`ssh.SshSession` that the caller passes to :func:`provision`
+        (``session=``, which closes it) or closes.
+    """
+    session = ssh.SshSession(ssh_settings)
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="saas-check") as pool:
+            database = pool.submit(postgres.database_exists, pg_params, target)
+            directory = filestore.exists(session.open(), target_dir)
+            found = [f"database {target}"] if database.result() else []
+        if directory:
+            found.append(f"directory {target_dir}")
+    except BaseException:
+        session.close()
+        raise
+    return found, session
 
 
 def remove(pg_params, ssh_settings, databases=(), directories=()):

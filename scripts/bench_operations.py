@@ -20,7 +20,10 @@ engine itself. Then:
    filestores left that no record accounts for (leaks: must be 0);
 4. filestore at the physical limit: the template gets --fs-mb MB of filestore in
    --fs-files files; --fs-runs provisions one at a time, beside the same number of
-   bare clones, ``cp -a`` and ``cp -al`` of that filestore (all in this run).
+   bare clones, ``cp -a`` and ``cp -al`` of that filestore (all in this run); each
+   provision split, from Odoo's log, into before its remote step (the free-check,
+   the journal), the remote step (clone beside the copy) and after it (the
+   invitation mail, the end); and what one SSH connection and one command cost here.
 
 Not a test: timings depend on the machine. Prints one block of figures.
 """
@@ -36,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import psycopg2
@@ -47,7 +51,7 @@ sys.path.insert(0, str(ROOT / "standalone_tests"))
 
 import _odoo_manager as om  # noqa: E402
 
-from remote import postgres  # noqa: E402
+from remote import postgres, ssh  # noqa: E402
 from sandbox import util  # noqa: E402
 
 TEMPLATE = "bench_ops_tpl"
@@ -196,6 +200,57 @@ def remote_step_times(log_path, names):
     return found
 
 
+def _log_time(line):
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+
+
+def step_phases(log_path, operations):
+    """[(before, remote, after)] seconds of provisions run one at a time, from Odoo's log.
+
+    ``operations``: (operation id, database, duration_s) of each. ``before``: from
+    the operation's start to its remote step's (the free-check, the journal's
+    commit); ``remote``: the step ``remote.provision`` logs; ``after``: the rest of
+    ``duration_s`` (the invitation mail, the end).
+    """
+    started, provisioned = {}, {}
+    start_re = re.compile(r"Operation (\d+) \(provision\) attempt 1 started")
+    step_re = re.compile(r"Provisioned (\S+) from \S+ in ([0-9.]+) s")
+    with open(log_path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if match := start_re.search(line):
+                started[int(match.group(1))] = _log_time(line)
+            elif match := step_re.search(line):
+                provisioned[match.group(1)] = (_log_time(line), float(match.group(2)))
+    found = []
+    for operation_id, database, duration in operations:
+        if operation_id in started and database in provisioned:
+            ended, remote = provisioned[database]
+            until_end = (ended - started[operation_id]).total_seconds()
+            found.append((until_end - remote, remote, duration - until_end))
+    return found
+
+
+def ssh_costs(mgr, runs):
+    """Seconds of ``runs`` SSH connections (handshake, host key, key login) to the
+    sandbox's sshd, and of one ``true`` command on each (the login shell's start)."""
+    settings = ssh.SshSettings(
+        host=util.LOOPBACK,
+        port=mgr.sshd.port,
+        username=util.current_user(),
+        private_key=Path(mgr.sshd.login_key()).read_text(),
+        host_key=mgr.sshd.host_key_file().read_text().strip(),
+    )
+    connects, commands = [], []
+    for _number in range(runs):
+        started = time.perf_counter()
+        with ssh.SshSession(settings) as session:
+            connected = time.perf_counter()
+            session.run(["true"])
+            commands.append(time.perf_counter() - connected)
+        connects.append(connected - started)
+    return connects, commands
+
+
 def timed(argv):
     started = time.perf_counter()
     subprocess.run(argv, check=True)
@@ -214,18 +269,20 @@ def filestore_part(bench, args):
     du = subprocess.run(["du", "-sm", str(source)], capture_output=True, text=True, check=True)
     mgr.set_param("saas_manager.max_parallel_operations", 1)
     bare = bench.bare_clones(args.fs_runs, "bench_fs_bare")
-    provisions = []
+    provisions, operations = [], []
     cp_a, cp_al = [], []
     scratch = Path(tempfile.mkdtemp(prefix=".bench-cp.", dir=mgr.filestore_root))
     try:
         for number in range(args.fs_runs):
-            (instance_id,) = mgr.create_instances(bench.template_id, [f"bench_fs_{number:02d}"])
+            name = f"bench_fs_{number:02d}"
+            (instance_id,) = mgr.create_instances(bench.template_id, [name])
             bench.made.append(instance_id)
             mgr.provision(instance_id)
             (row,) = mgr.wait_operations_ended([("instance_id", "=", instance_id)], 1, 300)
             if row["state"] != "done":
                 raise SystemExit(f"provision failed: {row['error']}")
             provisions.append(row["duration_s"])
+            operations.append((row["id"], name, row["duration_s"]))
             cp_a.append(timed(["cp", "-a", f"{source}/.", str(scratch / f"a{number}")]))
             cp_al.append(timed(["cp", "-al", f"{source}/.", str(scratch / f"l{number}")]))
         # What du says: a shared file counted once per invocation.
@@ -240,8 +297,12 @@ def filestore_part(bench, args):
         shutil.rmtree(scratch, ignore_errors=True)
     names = [f"bench_fs_{number:02d}" for number in range(args.fs_runs)]
     steps = remote_step_times(mgr.odoos[0].log_path, set(names))
+    ssh_connects, ssh_commands = ssh_costs(mgr, args.fs_runs)
     return {
         "steps": [steps[name] for name in names if name in steps],
+        "phases": step_phases(mgr.odoos[0].log_path, operations),
+        "ssh_connect": ssh_connects,
+        "ssh_command": ssh_commands,
         "files": files,
         "mb": int(du.stdout.split()[0]),
         "bare": bare,
@@ -298,6 +359,8 @@ def report(bare, batches, fs, terminated_in, leaks, versions):
             f"cp -a {statistics.median(fs['cp_a']):.3f} s; "
             f"cp -al {statistics.median(fs['cp_al']):.3f} s"
         )
+        fs_p95 = percentile(fs["provision"], 0.95)
+        print(f"Whole provision p95 {fs_p95:.3f} s ({fs_p95 / fs_bare:.2f}x the bare clone)")
         if fs["steps"]:
             step = statistics.median(fs["steps"])
             met = "met" if step <= TARGET_FS_VS_BARE * fs_bare else "MISSED"
@@ -306,6 +369,20 @@ def report(bare, batches, fs, terminated_in, leaks, versions):
                 f"{step:.3f} s, {step / fs_bare:.2f}x the bare clone (target "
                 f"{TARGET_FS_VS_BARE}x: {met})"
             )
+        if fs["phases"]:
+            before, remote, after = (
+                statistics.median(part) for part in zip(*fs["phases"], strict=True)
+            )
+            print(
+                f"Per provision (medians): before its remote step (free-check, journal) "
+                f"{before:.3f} s, remote step {remote:.3f} s, after it (invitation mail, end) "
+                f"{after:.3f} s"
+            )
+        print(
+            f"One SSH connection to this sshd: median {statistics.median(fs['ssh_connect']):.3f} "
+            f"s; one command on it (`true`, the login shell's start): median "
+            f"{statistics.median(fs['ssh_command']):.3f} s"
+        )
         print(
             f"du -sm of one instance's filestore: {fs['du_one']} MB; du -smc of the template's "
             f"and that instance's together: {fs['du_both']} MB (shared files counted once)."
