@@ -192,9 +192,9 @@ def _fit(health_workers, load_workers, affordable):
 class _Pool:
     """Threads that run ``(key, function, args)`` tasks in order until ``stop_at``.
 
-    The threads are started by :meth:`start` and wait on ``gate``; a thread takes
-    no task once ``stop_at`` (monotonic) is past. ``results`` holds what finished;
-    ``done`` is set once every task has.
+    The threads (:meth:`thread`, started by :func:`_start_threads`) wait on ``gate``;
+    a thread takes no task once ``stop_at`` (monotonic) is past. ``results`` holds
+    what finished; ``done`` is set once every task has.
     """
 
     def __init__(self, name, tasks, workers, stop_at, gate):
