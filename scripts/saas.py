@@ -613,7 +613,7 @@ def prepare_demo_database(args, server, pg, sshd, run_dir, data_dir, smtp):
 
 
 def cmd_bench(args):
-    if args.which in ("provision", "operations", "backup"):
+    if args.which in ("provision", "operations", "backup", "transfer"):
         odoo_tree()
         need_debs("postgresql", "openssh-server", "openssh-client", "python3-venv")
         python, script = venv("odoo") / "bin" / "python", SCRIPTS / f"bench_{args.which}.py"
@@ -745,7 +745,7 @@ def parser():
     suite.set_defaults(func=cmd_suite)
 
     bench = sub.add_parser("bench", help="benchmarks (options after the name go to the script)")
-    bench.add_argument("which", choices=("provision", "health", "operations", "backup"))
+    bench.add_argument("which", choices=("provision", "health", "operations", "backup", "transfer"))
     bench.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own options")
     bench.set_defaults(func=cmd_bench)
 
