@@ -201,6 +201,13 @@ class SaasInstance(models.Model):
             makes=(Made("database", target.id, db),
                    Made("directory", target.id, copy_args["target_dir"])),
         )  # fmt: skip
+        # The first copy's database was the rehearsal: the final copy loads it anew.
+        # Dropped now, its checkpoint is not part of the read-only time.
+        yield RemoteStep(
+            _("Dropping the first copy's database on %(server)s", server=target.name),
+            postgres.drop_database,
+            (target._pg_params(), db),
+        )
         frozen_at = time.monotonic()
         if not suspended:
             yield from self._freeze_source(source, db)

@@ -209,3 +209,30 @@ def test_prepare_copy_neutralises_and_gives_a_new_identity(target_cluster, hosts
     assert values["database.uuid"] == new_uuid != "11111111-1111-1111-1111-111111111111"
     assert values["web.base.url"] == "http://copy.example.com"
     assert rows(target_cluster, name, "SELECT name FROM res_partner WHERE id = 1") == [("neutral",)]
+
+
+def test_verify_leaves_out_files_no_attachment_names(pg, target_cluster, hosts, source):
+    name, store, target_dir = source
+    files = sorted(tree(store))
+    with contextlib.closing(pg.connect(name)) as conn, conn.cursor() as cr:
+        cr.execute("CREATE TABLE ir_attachment (id serial PRIMARY KEY, store_fname varchar)")
+        cr.executemany("INSERT INTO ir_attachment (store_fname) VALUES (%s)", [(f,) for f in files])
+        cr.execute("INSERT INTO ir_attachment (store_fname) VALUES (NULL)")
+    copy(hosts, source)
+    check = {
+        "database": name,
+        "source_dir": str(store),
+        "target_database": name,
+        "target_dir": str(target_dir),
+    }
+    # A write the freeze refused: its file and its garbage-collector marker, no row.
+    (store / "ab").mkdir(exist_ok=True)
+    (store / "ab" / "ab0123").write_bytes(b"orphan")
+    (store / "checklist" / "ab").mkdir(parents=True)
+    (store / "checklist" / "ab" / "ab0123").write_bytes(b"")
+    checked = transfer.verify(*hosts, **check)
+    assert (checked.files, checked.bytes) == (8, sum(len(d) for d in tree(target_dir).values()))
+    # A file an attachment names, missing on the target, is a difference.
+    os.unlink(target_dir / files[0])
+    with pytest.raises(TransferMismatch, match=r"filestores differ \(8 files, .* → 7 files"):
+        transfer.verify(*hosts, **check)
