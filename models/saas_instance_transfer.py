@@ -431,14 +431,16 @@ class SaasInstance(models.Model):
                 body=_("The moved source copy could not be removed: %(reason)s", reason=reason)
             )
         else:
-            super()._op_failed(operation, reason)
+            return super()._op_failed(operation, reason)
+        return None
 
     def _op_cancelled(self, operation):
         if operation.kind == "transfer" and self.copied_from_id and self.state == "provisioning":
             # Nothing was made: the copy's slot is freed.
             self._write_state({"state": "terminated"})
         elif operation.kind not in ("transfer", "source_cleanup"):
-            super()._op_cancelled(operation)
+            return super()._op_cancelled(operation)
+        return None
 
     # ------------------------------------------------------------------
     # The moved source

@@ -14,6 +14,8 @@ python3 and makes the virtualenvs it needs (scripts/saas bootstraps python3 itse
     scripts/saas.py bench provision [bench_provision.py options]
     scripts/saas.py bench health [bench_health_sweep.py options]
     scripts/saas.py bench operations [bench_operations.py options]
+    scripts/saas.py bench backup [bench_backup.py options]
+    scripts/saas.py bench transfer [bench_transfer.py options]
     scripts/saas.py i18n         regenerate i18n/saas_manager.pot and merge it into i18n/*.po
     scripts/saas.py screenshots [--port N] [--db NAME] [--out DIR] [--only NAME]...
 
@@ -288,7 +290,7 @@ def suite_services(work):
     between servers go (a cluster and an sshd of its own); moto's S3 for S3 backups."""
     return (
         PgCluster(work / "pg", owner="saas_odoo"),
-        Sshd(work / "ssh", host_key_types=("ed25519",)),
+        Sshd(work / "ssh", ("Subsystem sftp internal-sftp",), host_key_types=("ed25519",)),
         PgCluster(work / "pg2", owner="saas_target"),
         Sshd(work / "ssh2", host_key_types=("ed25519",)),
         S3Server(work / "s3"),
