@@ -20,7 +20,8 @@ right after many were deleted is slow; see bench_provision). Then, each started 
 ``sync`` and a CHECKPOINT on both clusters:
 
 1. **our move**, the functions of ``saas.instance.transfer._op_move`` in its order:
-   ``transfer.copy_pass`` while the instance is live, ``postgres.set_read_only``
+   ``transfer.copy_pass`` while the instance is live, ``postgres.drop_database`` of the
+   first copy's database, ``postgres.set_read_only``
    (the freeze), ``transfer.copy_pass(replace=True)``, ``transfer.verify``,
    ``transfer.set_base_url`` (the switch: the downtime ends here), then
    ``postgres.set_connections_allowed(False)`` (the source closed). The
@@ -337,6 +338,10 @@ def our_move(bench, hosts, instance, writer=None, backup_storage=None):
     first = step(
         steps, "first copy, live: transfer.copy_pass", transfer.copy_pass,
         source.host, target.host, **copy_args,
+    )  # fmt: skip
+    step(
+        steps, "drop the first copy's database: postgres.drop_database",
+        postgres.drop_database, target.pg, db,
     )  # fmt: skip
     frozen_at = time.monotonic()
     if writer:
