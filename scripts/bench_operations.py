@@ -19,8 +19,8 @@ engine itself. Then:
 3. every instance terminated through the engine, then the databases and
    filestores left that no record accounts for (leaks: must be 0);
 4. filestore at the physical limit: the template gets --fs-mb MB of filestore in
-   --fs-files files; --fs-runs provisions one at a time, beside the same number of
-   bare clones, ``cp -a`` and ``cp -al`` of that filestore (all in this run); each
+   --fs-files files; --fs-runs provisions one at a time, each after a bare clone and
+   before a ``cp -a`` and a ``cp -al`` of that filestore (interleaved); each
    provision split, from Odoo's log, into before its remote step (the free-check,
    the journal), the remote step (clone beside the copy) and after it (the
    invitation mail, the end); and what one SSH connection and one command cost here.
@@ -268,12 +268,13 @@ def filestore_part(bench, args):
     files = sum(len(names) for _root, _dirs, names in os.walk(source))
     du = subprocess.run(["du", "-sm", str(source)], capture_output=True, text=True, check=True)
     mgr.set_param("saas_manager.max_parallel_operations", 1)
-    bare = bench.bare_clones(args.fs_runs, "bench_fs_bare")
-    provisions, operations = [], []
+    bare, provisions, operations = [], [], []
     cp_a, cp_al = [], []
     scratch = Path(tempfile.mkdtemp(prefix=".bench-cp.", dir=mgr.filestore_root))
     try:
+        # Interleaved, so that a change of the machine's load touches them all alike.
         for number in range(args.fs_runs):
+            bare += bench.bare_clones(1, f"bench_fs_bare_{number:02d}")
             name = f"bench_fs_{number:02d}"
             (instance_id,) = mgr.create_instances(bench.template_id, [name])
             bench.made.append(instance_id)

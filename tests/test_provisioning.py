@@ -11,6 +11,7 @@ import secrets
 import shutil
 import threading
 import time
+from unittest.mock import patch
 
 import psycopg2
 
@@ -20,7 +21,7 @@ from odoo.sql_db import db_connect
 from odoo.tests import TransactionCase, tagged
 from odoo.tools import mute_logger
 
-from ..remote import postgres
+from ..remote import exceptions, handover, postgres, ssh
 from .common import LOGGERS, SelfManagedCase
 
 
@@ -128,7 +129,8 @@ class TestProvisioning(SelfManagedCase):
         with mute_logger(*LOGGERS):
             self.assertTrue(template._create_database(), template.error)
         instance = self.make_instance(template)
-        # The filestore target exists already: the copy after CREATE DATABASE fails.
+        # The filestore target exists already (someone else's): the free-check refuses
+        # it before anything is journalled, so no undo ever removes it.
         target = os.path.join(self.filestore_root, instance.database_name)
         os.makedirs(os.path.join(target, "kept"))
         source = os.path.join(self.filestore_root, template.database_name)
@@ -143,6 +145,31 @@ class TestProvisioning(SelfManagedCase):
         instance.action_retry()
         self.run_operations()
         self.assertEqual(instance.state, "running")
+
+    def test_one_ssh_session_and_an_invitation_that_fails_keeps_the_instance(self):
+        """The free-check's SSH session is the copy's; the invitation token, issued in
+        the remote step, never undoes a provision when it cannot be made."""
+        template = self.make_template()
+        with mute_logger(*LOGGERS):
+            self.assertTrue(template._create_database(), template.error)
+        source = os.path.join(self.filestore_root, template.database_name)
+        os.makedirs(source, exist_ok=True)
+        connect = ssh.SshSession._connect
+        with patch.object(ssh.SshSession, "_connect", autospec=True, side_effect=connect) as made:
+            first = self.provision(self.make_instance(template))
+        self.assertEqual(first.state, "running", first.error)
+        self.assertEqual(made.call_count, 1, "one SSH connection for the check and the copy")
+        self.assertEqual(first.invitation_state, "sent")
+
+        refused = exceptions.DatabaseError("no token for you")
+        with patch.object(handover, "issue_invitation", side_effect=refused):
+            second = self.provision(self.make_instance(template))
+        self.assertEqual(second.state, "running", second.error)
+        self.assertEqual(second.invitation_state, "failed")
+        self.assertIn("no token for you", second.invitation_error)
+        self.assertTrue(postgres.database_exists(self.pg, second.database_name))
+        self.assertTrue(os.path.isdir(os.path.join(self.filestore_root, second.database_name)))
+        self.assertEqual(second.operation_ids.state, "done")
 
     def test_terminating_a_failed_instance_drops_nothing(self):
         """A provision that failed on another's database must not let Terminate drop it."""
