@@ -9,6 +9,12 @@ would (URL, PostgreSQL, data directory, master password, SSH user, key and pinne
 host key): its templates and instances are databases of the same cluster and
 directories of the same data directory.
 
+For moves, :meth:`Manager.start_target_host` adds a second :class:`Host` (a
+PostgreSQL cluster and a data directory of its own, reached over the same sshd)
+and :meth:`Manager.register_target_server` registers it as a second managed
+server: the same Odoo under another name (server URLs are unique), whose
+databases and filestores are the second host's.
+
 No Odoo import: everything goes through JSON-RPC, PostgreSQL and the file system,
 as an operator (or a test) outside the process sees it.
 """
@@ -21,6 +27,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psycopg2
+
 from sandbox import machine, util
 from sandbox.odoo import OdooServer, find_odoo_src
 from sandbox.postgres import PgCluster
@@ -29,6 +37,8 @@ from sandbox.sshd import Sshd
 MANAGER_DB = "saas_mgr"
 OPERATION_CRON = "ir_cron_saas_operation_run"
 PARTIAL_MARK = ".saas-copy-"
+# The transfer's programs on a host: python3 -c SCRIPT saas-send|saas-restore ...
+HOST_PROGRAMS = ("saas-send", "saas-restore")
 
 
 class RpcError(RuntimeError):
@@ -109,6 +119,51 @@ def wait_for(predicate, timeout, interval=0.5, what="the condition"):
     return util.wait_until(predicate, timeout, interval=interval, what=what)
 
 
+class Host:
+    """What a managed server is made of here: a PostgreSQL cluster and a data directory.
+
+    The sshd is the manager's, shared by every host (they are all this machine).
+    """
+
+    def __init__(self, pg, data_dir):
+        self.pg = pg
+        self.data_dir = Path(data_dir)
+
+    @property
+    def filestore_root(self):
+        return self.data_dir / "filestore"
+
+    def filestore(self, db):
+        return self.filestore_root / db
+
+    def partial_copies(self):
+        root = self.filestore_root
+        return (
+            sorted(str(path) for path in root.glob(f".*{PARTIAL_MARK}*")) if root.exists() else []
+        )
+
+    def databases(self):
+        return self.pg.databases()
+
+    def connects(self, db):
+        """Whether the owner role can connect to ``db`` (a closed database refuses)."""
+        try:
+            self.pg.connect(db).close()
+        except psycopg2.OperationalError:
+            return False
+        return True
+
+    def read_only(self, db):
+        """Whether ``db`` is frozen: ``default_transaction_read_only`` set on it."""
+        rows = self.pg.query(
+            "SELECT s.setconfig FROM pg_db_role_setting s "
+            "JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = %s AND s.setrole = 0",
+            (db,),
+        )
+        config = dict(item.split("=", 1) for row in rows or () for item in row[0])
+        return config.get("default_transaction_read_only") in ("on", "true", "1")
+
+
 class Manager:
     """PostgreSQL, sshd and Odoo process(es) serving :data:`MANAGER_DB`.
 
@@ -129,9 +184,12 @@ class Manager:
         self.secret_key = util.fernet_key()
         self.pg = PgCluster(self.work / "pg", owner="saas_mgr", durable=durable)
         self.sshd = Sshd(self.work / "ssh", host_key_types=("ed25519",))
+        self.host = Host(self.pg, self.data_dir)
+        self.target = None  # the second host, once started (start_target_host)
         self.odoos = []
         self.rpc = None
         self.server_id = None
+        self.target_server_id = None
 
     # --- processes -------------------------------------------------------------
 
@@ -187,29 +245,37 @@ class Manager:
         self.start_odoo(server)
         self.rpc = Rpc(server.url)
 
+    def start_target_host(self):
+        """A second host for moves: a PostgreSQL cluster and a data directory of its own."""
+        pg = PgCluster(self.work / "pg2", owner="saas_target", durable=self.durable)
+        self.target = Host(pg, self.work / "data2")
+        self.target.filestore_root.mkdir(parents=True, exist_ok=True)
+        pg.start()
+        return self.target
+
     def stop(self):
         for server in self.odoos:
             server.stop()
         self.sshd.stop()
+        if self.target is not None:
+            self.target.pg.stop()
         self.pg.stop()
 
     # --- the managed server, templates, instances -----------------------------------
 
-    def register_server(self, **values):
-        """This Odoo as its own managed server, activated; return its id."""
+    def _add_server(self, host, **values):
+        """Register ``host`` as a managed server of this Odoo, activated; return its id."""
         odoo = self.odoos[0]
         vals = {
-            "name": "This Odoo",
-            "code": "self",
             "server_url": odoo.url,
             "port": odoo.http_port,
             "ip_address": util.LOOPBACK,
             "db_host": util.LOOPBACK,
-            "db_port": self.pg.port,
-            "db_user": self.pg.owner,
-            "db_password": self.pg.owner_password,
+            "db_port": host.pg.port,
+            "db_user": host.pg.owner,
+            "db_password": host.pg.owner_password,
             "master_password": self.master_password,
-            "data_dir": str(self.data_dir),
+            "data_dir": str(host.data_dir),
             "ssh_port": self.sshd.port,
             "ssh_user": util.current_user(),
             "ssh_private_key": Path(self.sshd.login_key()).read_text(),
@@ -218,9 +284,27 @@ class Manager:
             "max_parallel_operations": 4,
             **values,
         }
-        self.server_id = self.rpc("saas.server", "create", vals)
-        self.rpc("saas.server", "action_activate", [self.server_id])
+        server_id = self.rpc("saas.server", "create", vals)
+        self.rpc("saas.server", "action_activate", [server_id])
+        return server_id
+
+    def register_server(self, **values):
+        """This Odoo as its own managed server, activated; return its id."""
+        self.server_id = self._add_server(self.host, name="This Odoo", code="self", **values)
         return self.server_id
+
+    def register_target_server(self, **values):
+        """The second host as another managed server, activated; return its id.
+
+        Its Odoo is this one under another name (what answers its health checks and
+        version; server URLs are unique); its databases and filestores are the
+        second host's.
+        """
+        url = self.odoos[0].url.replace(util.LOOPBACK, "localhost")
+        self.target_server_id = self._add_server(
+            self.target, name="Target", code="target", server_url=url, **values
+        )
+        return self.target_server_id
 
     def set_param(self, key, value):
         self.rpc("ir.config_parameter", "set_param", key, str(value))
@@ -271,6 +355,32 @@ class Manager:
     def provision(self, instance_id):
         self.rpc("saas.instance", "action_provision", [instance_id])
 
+    def _start_transfer(self, **values):
+        """Queue a transfer through its wizard, as the Move or Copy button does."""
+        wizard = self.rpc("saas.instance.transfer", "create", values)
+        self.rpc("saas.instance.transfer", "action_start", [wizard])
+
+    def queue_template_copy(self, template_id, server_id, db):
+        """Queue the copy of a ready template to ``server_id``; return the copy's id."""
+        self._start_transfer(
+            template_id=template_id, mode="copy", target_server_id=server_id, database_name=db
+        )
+        (copy_id,) = self.rpc(
+            "saas.template", "search", [("server_id", "=", server_id), ("database_name", "=", db)]
+        )
+        return copy_id
+
+    def queue_move(self, instance_id, server_id):
+        """Queue the move of an instance to ``server_id``; return the operation's id."""
+        self._start_transfer(instance_id=instance_id, mode="move", target_server_id=server_id)
+        (operation_id,) = self.rpc(
+            "saas.operation",
+            "search",
+            [("instance_id", "=", instance_id), ("kind", "=", "transfer")],
+            limit=1,
+        )
+        return operation_id
+
     def operations(self, domain, fields=("state", "attempt", "step", "error", "duration_s")):
         return self.rpc.search_read("saas.operation", domain, list(fields))
 
@@ -290,27 +400,30 @@ class Manager:
 
         return wait_for(ended, timeout, interval=1.0, what=f"{count} operations ended")
 
-    # --- what is on the "remote" host ---------------------------------------------
+    # --- what is on the "remote" host (the first one) ---------------------------------
 
     @property
     def filestore_root(self):
-        return self.data_dir / "filestore"
+        return self.host.filestore_root
 
     def filestore(self, db):
-        return self.filestore_root / db
+        return self.host.filestore(db)
 
     def partial_copies(self):
-        root = self.filestore_root
-        return (
-            sorted(str(path) for path in root.glob(f".*{PARTIAL_MARK}*")) if root.exists() else []
-        )
+        return self.host.partial_copies()
 
     def databases(self):
-        return self.pg.databases()
+        return self.host.databases()
 
-    @staticmethod
-    def copy_processes():
-        """Command lines of running processes copying into a partial copy."""
+    def copy_processes(self):
+        """Command lines of running processes copying for this manager's operations.
+
+        A ``cp`` into a partial copy (provisioning), the transfer's programs on a
+        host (``python3 -c ... saas-send`` / ``saas-restore``) on this manager's
+        directories, and the ``pg_dump`` or ``psql`` they run against one of its
+        clusters (other sandboxes on this machine may be copying too).
+        """
+        ports = {str(host.pg.port) for host in (self.host, self.target) if host}
         found = []
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
@@ -320,9 +433,20 @@ class Manager:
             except OSError:
                 continue
             words = [word.decode(errors="replace") for word in argv if word]
-            if words and Path(words[0]).name == "cp" and any(PARTIAL_MARK in w for w in words):
+            program = Path(words[0]).name if words else ""
+            ours = any(word.startswith(str(self.work)) for word in words)
+            if (
+                (ours and program == "cp" and any(PARTIAL_MARK in word for word in words))
+                or (ours and len(words) > 3 and words[1] == "-c" and words[3] in HOST_PROGRAMS)
+                or (program in ("pg_dump", "psql") and _option(words, "--port") in ports)
+            ):
                 found.append(" ".join(words))
         return found
+
+
+def _option(words, name):
+    """The value after ``name`` in a command line, or None."""
+    return words[words.index(name) + 1] if name in words[:-1] else None
 
 
 def fill_filestore(directory, files, size):

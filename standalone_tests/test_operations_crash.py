@@ -17,7 +17,17 @@ what the one before made):
    while provisions are queued: each fails with that reason after its attempts,
    nothing half-made;
 4. two Odoo processes on the same manager database, both with cron threads, and
-   20 provisions queued through both: 20 done, each exactly once.
+   20 provisions queued through both: 20 done, each exactly once;
+5. a move to a second host (a PostgreSQL cluster and a data directory of its own,
+   over the same sshd, registered as a second server that a ready copy of the
+   template was made on first), with one ``kill -9`` during its final copy, while
+   the source is read-only and its database is loaded again on the target; then
+6. another move, killed during its first copy (the database loaded on the target,
+   the files arriving): after a restart, within one cron period and the move's own
+   time, each instance is on exactly one server — moved (every row committed
+   before the freeze and every file on the target, the source closed) or not
+   (the source serving and writable, nothing of it on the target) — with no
+   journal entry left pending and no copy program left running.
 
 Skipped without an Odoo 18.0 tree or its virtualenv. No timing is asserted: the
 waits are bounded, and only outcomes are checked.
@@ -31,6 +41,8 @@ import time
 from pathlib import Path
 
 import _odoo_manager as om
+import psycopg2
+import psycopg2.errors
 import pytest
 
 pytestmark = pytest.mark.timeout(900)
@@ -38,6 +50,14 @@ pytestmark = pytest.mark.timeout(900)
 CLONE_STEP = "Cloning the template and copying its filestore"
 BULK_FILES = 102_400
 BULK_FILE_SIZE = 3_000
+# The steps of a move a kill lands in (saas.instance._op_move).
+FIRST_COPY_STEP = "Copying the database and the filestore to "
+FROZEN_STEP = "Copying what changed (the instance is read-only)"
+# An instance's filestore that its move copies for a few seconds (about 30 MB).
+MOVE_FILES = 10_000
+ROWS = 200
+# What a whole move of such an instance may take, once the runner is back.
+MOVE_S = 240
 # One cron period and a margin: the bound of every wait for the engine's reaction.
 CRON_PERIOD_S = 90
 RETRY_DELAY_S = 2
@@ -281,3 +301,183 @@ def test_two_odoo_processes_run_twenty_provisions_each_once(manager, template):
         assert name in databases
         assert manager.filestore(name).is_dir() == manager.filestore(template_db).is_dir()
     assert manager.partial_copies() == []
+
+
+# --- moves ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def target(manager, template):
+    """A second host registered as a second server, where a ready copy of the template
+    was made (a move checks the instance's modules against it): its server id, host."""
+    host = manager.start_target_host()
+    server_id = manager.register_target_server()
+    template_id, db = template
+    copy_id = manager.queue_template_copy(template_id, server_id, db)
+    made = manager.wait_template(copy_id)
+    assert made["state"] == "ready", made
+    assert db in host.databases()
+    return server_id, host
+
+
+def _insert_rows(host, db, note, count):
+    """Commit ``count`` rows marked ``note`` in ``db``; False when it is frozen."""
+    conn = host.pg.connect(db)
+    try:
+        with conn.cursor() as cr:
+            cr.execute("CREATE TABLE IF NOT EXISTS crash_rows (id serial PRIMARY KEY, note text)")
+            cr.execute(
+                "INSERT INTO crash_rows (note) SELECT %s FROM generate_series(1, %s)",
+                (note, count),
+            )
+    except psycopg2.errors.ReadOnlySqlTransaction:
+        return False
+    finally:
+        conn.close()
+    return True
+
+
+def _rows(host, db):
+    return dict(host.pg.query("SELECT note, count(*) FROM crash_rows GROUP BY note", dbname=db))
+
+
+def _instance_to_move(manager, template_id, db):
+    """A provisioned instance with committed rows and a filestore its copy takes a while."""
+    (instance_id,) = manager.create_instances(template_id, [db])
+    manager.provision(instance_id)
+    (provision,) = manager.wait_operations_ended([("instance_id", "=", instance_id)], 1, 240)
+    assert provision["state"] == "done", provision
+    om.fill_filestore(manager.filestore(db), MOVE_FILES, BULK_FILE_SIZE)
+    assert _insert_rows(manager.host, db, "before the move", ROWS)
+    return instance_id
+
+
+def _kill_during_a_move(manager, target, template, db, at_kill):
+    """Queue the move of a new instance ``db``; ``kill -9`` the Odoo once ``at_kill(step)``
+    holds; restart it and wait for the move to end. Rows are committed during the first
+    copy too (unless already frozen). Return what the tests check."""
+    target_id, target_host = target
+    instance_id = _instance_to_move(manager, template[0], db)
+    committed = {"before the move": ROWS}
+    operation_id = manager.queue_move(instance_id, target_id)
+
+    def step():
+        rows = manager.pg.query(
+            "SELECT step FROM saas_operation WHERE id = %s", (operation_id,), dbname=om.MANAGER_DB
+        )
+        return rows[0][0] or ""
+
+    def due():
+        current = step()
+        # Committed while the first copy runs: only the final copy brings these.
+        if (
+            current.startswith(FIRST_COPY_STEP)
+            and len(committed) == 1
+            and _insert_rows(manager.host, db, "during the first copy", ROWS)
+        ):
+            committed["during the first copy"] = ROWS
+        return at_kill(current)
+
+    # Read in the manager's database (an RPC may wait on the busy server).
+    om.wait_for(due, 300, interval=0.02, what="the move at the step to kill it in")
+    odoo = manager.odoos[0]
+    manager.kill(odoo)
+    killed = {
+        "step": step(),
+        "read_only": manager.host.read_only(db),
+        "on_target": db in target_host.databases(),
+    }
+    # The hosts' programs die with their SSH channels.
+    assert om.wait_gone(manager.copy_processes, 30, "copy programs") == []
+    manager.restart(odoo)
+    (operation,) = manager.wait_operations_ended(
+        [("id", "=", operation_id)], 1, CRON_PERIOD_S + MOVE_S
+    )
+    instance = manager.rpc.one(
+        "saas.instance", instance_id, ["state", "server_id", "moved_from_server_id"]
+    )
+    return killed, committed, operation, instance
+
+
+def _check_one_server(manager, target, db, committed, operation, instance):
+    """The guarantees of a move killed mid-way: on exactly one server, nothing half-made."""
+    target_id, target_host = target
+    source_host = manager.host
+    journal = manager.journal(operation["id"])
+    assert [entry for entry in journal if entry["state"] == "pending"] == []
+    first = [entry for entry in journal if entry["attempt"] == 1]
+    assert {entry["kind"] for entry in first} >= {"database", "directory"}
+    # The killed attempt's work, removed (or thawed) when its orphan was found.
+    assert {entry["state"] for entry in first} == {"removed"}, first
+    assert manager.copy_processes() == []
+    assert source_host.partial_copies() == []
+    assert target_host.partial_copies() == []
+    server_id = instance["server_id"][0]
+    assert server_id in (manager.server_id, target_id), instance
+    if server_id == target_id:
+        assert operation["state"] == "done", operation
+        assert instance["state"] == "running"
+        assert instance["moved_from_server_id"][0] == manager.server_id
+        assert _rows(target_host, db) == committed
+        assert _file_count(target_host.filestore(db) / "bulk") == MOVE_FILES
+        assert _file_count(target_host.filestore(db)) == _file_count(source_host.filestore(db))
+        # The source copy, kept for the way back: closed, still read-only.
+        assert not source_host.connects(db)
+        assert source_host.read_only(db)
+    else:
+        assert operation["state"] == "failed", operation
+        assert source_host.connects(db)
+        assert not source_host.read_only(db)
+        assert _rows(source_host, db) == committed
+        assert db not in target_host.databases()
+        assert not target_host.filestore(db).exists()
+    return server_id == target_id
+
+
+def _remove_bulk(manager, target, db):
+    """The rest of the module does not need these files."""
+    for host in (manager.host, target[1]):
+        shutil.rmtree(host.filestore(db) / "bulk", ignore_errors=True)
+
+
+def test_kill_during_the_final_copy_of_a_move(manager, template, target):
+    """``kill -9`` while the source is frozen and its final copy loads the database on
+    the target: after a restart the move is undone (the source thawed) and retried;
+    moved or not, never half."""
+    db = "crash_move_frozen"
+    target_host = target[1]
+    killed, committed, operation, instance = _kill_during_a_move(
+        manager,
+        target,
+        template,
+        db,
+        lambda step: step == FROZEN_STEP and db in target_host.databases(),
+    )
+    assert killed == {"step": FROZEN_STEP, "read_only": True, "on_target": True}
+    # Committed before the freeze: the first copy was running when they were written.
+    assert "during the first copy" in committed
+    moved = _check_one_server(manager, target, db, committed, operation, instance)
+    first = [entry for entry in manager.journal(operation["id"]) if entry["attempt"] == 1]
+    assert "read_only" in {entry["kind"] for entry in first}
+    print(f"move killed while frozen: {'moved' if moved else 'not moved'}, {operation}")
+    _remove_bulk(manager, target, db)
+
+
+def test_kill_during_the_first_copy_of_a_move(manager, template, target):
+    """``kill -9`` while the first copy writes the files on the target (its database
+    loaded there): undone and retried; moved or not, never half."""
+    db = "crash_move_first"
+    target_host = target[1]
+    killed, committed, operation, instance = _kill_during_a_move(
+        manager,
+        target,
+        template,
+        db,
+        lambda step: step.startswith(FIRST_COPY_STEP) and target_host.filestore(db).exists(),
+    )
+    assert killed["step"].startswith(FIRST_COPY_STEP)
+    assert killed["on_target"]
+    assert not killed["read_only"]
+    moved = _check_one_server(manager, target, db, committed, operation, instance)
+    print(f"move killed in its first copy: {'moved' if moved else 'not moved'}, {operation}")
+    _remove_bulk(manager, target, db)
