@@ -173,6 +173,10 @@ class SaasInstance(models.Model):
 
     def _op_move(self, operation):
         source, target = self.server_id, operation.target_server_id
+        if source == target and self.moved_from_server_id == operation.server_id:
+            # An earlier attempt switched, then its worker died: only the close is left.
+            yield from self._close_moved_source(operation.server_id, self.database_name)
+            return
         try:
             self._check_transfer_again(target, "move")
         except UserError as exc:
@@ -270,6 +274,10 @@ class SaasInstance(models.Model):
             "Instance %s moved from %s to %s (read-only %.2f s)", db, source.code, target.code,
             downtime,
         )  # fmt: skip
+        yield from self._close_moved_source(source, db)
+
+    def _close_moved_source(self, source, db):
+        """The step after the switch: the source copy refuses connections (kept read-only)."""
         try:
             yield RemoteStep(
                 _("Closing the source copy on %(server)s", server=source.name),

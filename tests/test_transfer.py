@@ -178,6 +178,16 @@ class TestTransfer(SelfManagedCase):
         )
         self.assertIn(("database", self.target, "kept"), steps)
         self.assertIn(("read_only", self.server, "kept"), steps)
+        # A worker killed after the switch was committed: its retry only closes the source.
+        postgres.set_connections_allowed(self.pg, db, True)
+        retry = self.env["saas.operation"].create(
+            {"kind": "transfer", "instance_id": instance.id, "server_id": self.server.id,
+             "target_server_id": self.target.id, "attempt": 1}
+        )  # fmt: skip
+        self.run_operations()
+        self.assertEqual(retry.state, "done", retry.error)
+        self.assertEqual(instance.server_id, self.target)
+        self.assertEqual(self.database_state(self.query, db), {"allows": False, "read_only": True})
 
         # A staging copy of the moved instance, back on this Odoo's server, neutralised.
         copy_db = unique_db_name("saas_staging")
