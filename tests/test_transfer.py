@@ -63,12 +63,46 @@ class TestTransfer(SelfManagedCase):
         finally:
             conn.close()
 
-    def ready_instance(self):
-        """A running instance on this Odoo, and its template copied to the target."""
-        template = self.make_template(name="Transfer template")
-        self.assertTrue(template._create_database(), template.error)
+    # (template database, its copy on the target, both hosts' connection params):
+    # made by the first test that needs them, adopted by the next, dropped at the end.
+    _made = None
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls._made:
+            template_db, copy_db, source_pg, target_pg, roots = cls._made
+            postgres.drop_database(source_pg, template_db)
+            postgres.drop_database(target_pg, copy_db)
+            for root, db in zip(roots, (template_db, copy_db), strict=True):
+                shutil.rmtree(os.path.join(root, db), ignore_errors=True)
+            cls._made = None
+        super().tearDownClass()
+
+    def ready_templates(self):
+        """A ready template here and its copy on the target (the copy made by the wizard)."""
+        Template = self.env["saas.template"]
+        if type(self)._made:
+            template_db, copy_db = type(self)._made[:2]
+            template = Template.create(
+                {"name": "Transfer template", "database_name": template_db,
+                 "server_id": self.server.id}
+            )  # fmt: skip
+            Template.create(
+                {"name": "Its copy", "database_name": copy_db, "server_id": self.target.id,
+                 "copied_from_id": template.id}
+            )  # fmt: skip
+            (template | template.search([("copied_from_id", "=", template.id)])).sudo().write(
+                {"state": "ready"}
+            )
+            return template
+        template = Template.create(
+            {"name": "Transfer template", "database_name": unique_db_name("saas_tpl"),
+             "server_id": self.server.id}
+        )  # fmt: skip
         copy_db = unique_db_name("saas_tplcopy")
-        self.drop_on_target_later(copy_db)
+        type(self)._made = (template.database_name, copy_db, self.pg, self.target_pg,
+                            (self.filestore_root, self.target_root))  # fmt: skip
+        self.assertTrue(template._create_database(), template.error)
         action = (
             self.env["saas.instance.transfer"]
             .create(
@@ -83,11 +117,16 @@ class TestTransfer(SelfManagedCase):
         )
         self.assertEqual(action["params"]["type"], "info", action)
         self.run_operations()
-        template_copy = self.env["saas.template"].search([("copied_from_id", "=", template.id)])
+        template_copy = Template.search([("copied_from_id", "=", template.id)])
         self.assertEqual(
             (template_copy.state, template_copy.server_id), ("ready", self.target),
             template_copy.error,
         )  # fmt: skip
+        return template
+
+    def ready_instance(self):
+        """A running instance on this Odoo, its template ready here and on the target."""
+        template = self.ready_templates()
         instance = self.make_instance(template, send_invitation=False)
         self.drop_on_target_later(instance.database_name)
         self.provision(instance)
