@@ -19,11 +19,12 @@ engine itself. Then:
 3. every instance terminated through the engine, then the databases and
    filestores left that no record accounts for (leaks: must be 0);
 4. filestore at the physical limit: the template gets --fs-mb MB of filestore in
-   --fs-files files; --fs-runs provisions one at a time, each after a bare clone and
-   before a ``cp -a`` and a ``cp -al`` of that filestore (interleaved); each
-   provision split, from Odoo's log, into before its remote step (the free-check,
-   the journal), the remote step (clone beside the copy) and after it (the
-   invitation mail, the end); and what one SSH connection and one command cost here.
+   --fs-files files; --fs-runs provisions one at a time, interleaved with as many
+   bare clones, ``cp -a`` and ``cp -al`` of that filestore (a copy's writes flushed
+   before what follows it); each provision split, from Odoo's log, into before its
+   remote step (the free-check, the journal), the remote step (clone beside the
+   copy) and after it (the invitation mail, the end); and what one SSH connection
+   and one command cost here.
 
 Not a test: timings depend on the machine. Prints one block of figures.
 """
@@ -57,6 +58,18 @@ from sandbox import util  # noqa: E402
 TEMPLATE = "bench_ops_tpl"
 # The whole provision of a template with a large filestore, against its bare clone.
 TARGET_FS_VS_BARE = 1.5
+
+
+class BenchManager(om.Manager):
+    """The crash tests' manager, its cron thread without a time limit: a threaded
+    Odoo 18 reads ``limit_time_real_cron = 0`` as unset (``limit_time_real``, 120 s,
+    applies; only prefork workers read 0 as no limit) and would reload itself in the
+    middle of a long run, such as the termination of every instance."""
+
+    def new_odoo(self, name):
+        server = super().new_odoo(name)
+        server.options["limit_time_real_cron"] = 24 * 3600
+        return server
 
 
 def percentile(values, fraction):
@@ -272,9 +285,12 @@ def filestore_part(bench, args):
     cp_a, cp_al = [], []
     scratch = Path(tempfile.mkdtemp(prefix=".bench-cp.", dir=mgr.filestore_root))
     try:
-        # Interleaved, so that a change of the machine's load touches them all alike.
+        # Interleaved, so that a change of the machine's load touches them all alike;
+        # the bare clone before or after the provision in turn, each timed with the
+        # copies' writes flushed (untimed sync).
         for number in range(args.fs_runs):
-            bare += bench.bare_clones(1, f"bench_fs_bare_{number:02d}")
+            if number % 2 == 0:
+                bare += bench.bare_clones(1, f"bench_fs_bare_{number:02d}")
             name = f"bench_fs_{number:02d}"
             (instance_id,) = mgr.create_instances(bench.template_id, [name])
             bench.made.append(instance_id)
@@ -284,8 +300,12 @@ def filestore_part(bench, args):
                 raise SystemExit(f"provision failed: {row['error']}")
             provisions.append(row["duration_s"])
             operations.append((row["id"], name, row["duration_s"]))
+            if number % 2 == 1:
+                bare += bench.bare_clones(1, f"bench_fs_bare_{number:02d}")
             cp_a.append(timed(["cp", "-a", f"{source}/.", str(scratch / f"a{number}")]))
+            subprocess.run(["sync"], check=False)
             cp_al.append(timed(["cp", "-al", f"{source}/.", str(scratch / f"l{number}")]))
+            subprocess.run(["sync"], check=False)
         # What du says: a shared file counted once per invocation.
         one = mgr.filestore("bench_fs_00")
         du_one = subprocess.run(
@@ -407,7 +427,7 @@ def main():
     if reason and "virtualenv" not in reason:
         raise SystemExit(f"bench: {reason}")
     work = Path(tempfile.mkdtemp(prefix="saas_manager_bench_ops.", dir="/tmp"))
-    mgr = om.Manager(work, python=sys.executable, durable=not args.fast_pg, cron_threads=1)
+    mgr = BenchManager(work, python=sys.executable, durable=not args.fast_pg, cron_threads=1)
     with contextlib.ExitStack() as stack:
         stack.callback(lambda: util.log(f"kept {work}") if args.keep else shutil.rmtree(work, True))
         stack.callback(mgr.stop)
