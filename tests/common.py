@@ -232,19 +232,21 @@ class SelfManagedCase(HttpCase, SaasCase):
         self.drop_later(instance.database_name)
         return instance
 
-    def connect(self, db_name):
-        """A psycopg2 connection to ``db_name`` on the server's PostgreSQL (close it)."""
+    def connect(self, db_name, pg=None):
+        """A psycopg2 connection to ``db_name`` on the server's PostgreSQL, or on the one
+        of ``pg`` (``remote.postgres.ConnectionParams``); close it."""
+        pg = pg or self.pg
         return psycopg2.connect(
-            host=self.pg.host,
-            port=self.pg.port,
-            user=self.pg.user,
-            password=self.pg.password,
+            host=pg.host,
+            port=pg.port,
+            user=pg.user,
+            password=pg.password,
             dbname=db_name,
         )
 
-    def query(self, db_name, sql, params=()):
-        """Rows of ``sql`` run in database ``db_name``."""
-        conn = self.connect(db_name)
+    def query(self, db_name, sql, params=(), pg=None):
+        """Rows of ``sql`` run in database ``db_name`` (on ``pg``'s PostgreSQL if given)."""
+        conn = self.connect(db_name, pg)
         try:
             with conn.cursor() as cr:
                 cr.execute(sql, params)

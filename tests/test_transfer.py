@@ -11,7 +11,6 @@ import tempfile
 from datetime import timedelta
 from unittest.mock import patch
 
-import psycopg2
 from freezegun import freeze_time
 
 from odoo import fields
@@ -49,19 +48,7 @@ class TestTransfer(SelfManagedCase):
         self.addCleanup(drop)
 
     def target_query(self, db_name, sql, params=()):
-        conn = psycopg2.connect(
-            host=self.target_pg.host,
-            port=self.target_pg.port,
-            user=self.target_pg.user,
-            password=self.target_pg.password,
-            dbname=db_name,
-        )
-        try:
-            with conn.cursor() as cr:
-                cr.execute(sql, params)
-                return cr.fetchall()
-        finally:
-            conn.close()
+        return self.query(db_name, sql, params, pg=self.target_pg)
 
     # (template database, its copy on the target, both hosts' connection params):
     # made by the first test that needs them, adopted by the next, dropped at the end.
