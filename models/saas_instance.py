@@ -663,23 +663,16 @@ class SaasInstance(models.Model):
         settings = self._remote_settings()
         pg_params = settings["pg_params"]
         target_dir = settings["target_dir"]
-        found, session = yield RemoteStep(
-            _("Checking that the database and the filestore are free"),
-            provision.check_free,
-            (pg_params, settings["ssh_settings"], self.database_name, target_dir),
+        exists = yield RemoteStep(
+            _("Checking that the database name is free"),
+            postgres.database_exists,
+            (pg_params, self.database_name),
         )
+        if exists:
+            raise OperationError(self._not_ours_message(_("database %s", self.database_name)))
+        temp_dir = remote_filestore.partial_copy_path(target_dir)
+        expiry = self._invitation_expiry()
         try:
-            if found:
-                raise OperationError(
-                    _(
-                        "%(found)s already exists on %(server)s: it is not this instance's, "
-                        "so nothing was made. Choose another database name.",
-                        found=", ".join(found),
-                        server=server.name,
-                    )
-                )
-            temp_dir = remote_filestore.partial_copy_path(target_dir)
-            expiry = self._invitation_expiry()
             result = yield RemoteStep(
                 _("Cloning the template and copying its filestore"),
                 provision.provision,
@@ -691,19 +684,31 @@ class SaasInstance(models.Model):
                     "base_url": self._base_url(),
                     "temp_dir": temp_dir,
                     "handover": settings["handover"],
-                    "session": session,
                     "invitation": (
                         self._invitation_call(pg_params, expiry) if self.send_invitation else None
                     ),
+                    "publish": False,
                 },
                 makes=(
                     Made("database", server.id, self.database_name),
                     Made("directory", server.id, temp_dir),
-                    Made("directory", server.id, target_dir),
                 ),
             )
-        finally:
-            session.close()  # when provision did not (closing twice is harmless)
+        except exceptions.RemotePathExists:
+            # Found by the copy's own check on the host, before it made anything
+            # there; the clone beside it was dropped, the directory never journalled.
+            raise OperationError(self._not_ours_message(_("directory %s", target_dir))) from None
+        if result.staged is not None:
+            # The target directory was free when the copy began (checked on the host):
+            # journalled now, then renamed into place.
+            try:
+                yield RemoteStep(
+                    _("Putting the filestore in place"),
+                    result.staged.publish,
+                    makes=(Made("directory", server.id, target_dir),),
+                )
+            finally:
+                result.staged.discard()  # nothing once published
         self._write_state({"state": "running", "provisioned_date": fields.Datetime.now()})
         self.message_post(
             body=_(
@@ -728,6 +733,15 @@ class SaasInstance(models.Model):
             self._record_invitation_failure(str(result.invitation_error))
             return
         self._send_invitation_mail(result.invitation, expiry)
+
+    def _not_ours_message(self, found):
+        """Why a provision refuses a target that exists: it is someone else's."""
+        return _(
+            "%(found)s already exists on %(server)s: it is not this instance's, so it was "
+            "left alone and nothing of this provision was kept. Choose another database name.",
+            found=found,
+            server=self.server_id.name,
+        )
 
     def _check_can_provision_again(self):
         """At run time: the server and template may have changed since queued."""

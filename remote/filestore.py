@@ -58,17 +58,21 @@ import secrets
 import time
 
 from .exceptions import InvalidInput, RemotePathExists, SshCommandError, SshError
+from .host_scripts import RemoteProcess
+from .ssh import CommandResult
 
 _logger = logging.getLogger(__name__)
 
 __all__ = [
     "PARTIAL_COPY_MARK",
+    "StagedCopy",
     "check_path",
     "copy_tree",
     "exists",
     "is_partial_copy",
     "partial_copy_path",
     "remove_tree",
+    "stage_copy",
 ]
 
 PARTIAL_COPY_MARK = ".saas-copy-"
@@ -77,20 +81,39 @@ _TOKEN_RE = re.compile(r"[0-9a-f]{16}")
 # How much of a failed helper's stderr goes into an exception message.
 _STDERR_EXCERPT = 500
 
-# Exit codes 3-8 are ours; cp/mv/rm failures are mapped onto them.
-_COPY_SCRIPT = (
-    "src=$1; dst=$2; tmp=$3; "
-    'if [ ! -e "$src" ]; then exit 3; fi; '
-    'if [ ! -d "$src" ]; then exit 4; fi; '
-    'if [ -e "$dst" ] || [ -L "$dst" ]; then exit 5; fi; '
-    'if [ -e "$tmp" ] || [ -L "$tmp" ]; then exit 8; fi; '
+# Exit codes 3-9 are ours; cp/mv/rm failures are mapped onto them.
+# The copy is made in two phases on one channel, so that a caller can journal the
+# target between them (a target that was someone else's is never journalled, so
+# never removed by an undo): the script checks, links the tree into the hidden
+# sibling, says "staged" and waits for one line on its input; "go" renames the
+# sibling to the target. While it links, a watcher reads its input and kills its
+# whole process group when the input ends (the channel closed, the connection lost,
+# the manager killed); after "staged" the script reads the input itself, and its end
+# (anything but "go") removes the sibling.
+_STAGE_SCRIPT = (
+    "src=$1; dst=$2; tmp=$3\n"
+    'if [ ! -e "$src" ]; then exit 3; fi\n'
+    'if [ ! -d "$src" ]; then exit 4; fi\n'
+    'if [ -e "$dst" ] || [ -L "$dst" ]; then exit 5; fi\n'
+    'if [ -e "$tmp" ] || [ -L "$tmp" ]; then exit 8; fi\n'
+    "exec 3<&0 </dev/null\n"
+    "{ while read -r _ <&3; do :; done; kill -KILL -$$; } >/dev/null 2>&1 &\n"
+    "watch=$!\n"
     # Hard links first (same filesystem); else a copy, sharing blocks where the
     # filesystem has reflinks. A half-made set of links is removed before the copy.
-    'if ! cp -al -- "$src/." "$tmp" 2>/dev/null; then rm -rf -- "$tmp"; '
-    'if ! cp -a --reflink=auto -- "$src/." "$tmp"; then rm -rf -- "$tmp"; exit 6; fi; fi; '
-    'if ! mv -T -- "$tmp" "$dst"; then rm -rf -- "$tmp"; '
-    'if [ -e "$dst" ] || [ -L "$dst" ]; then exit 5; fi; exit 7; fi'
+    'if ! cp -al -- "$src/." "$tmp" 2>/dev/null; then rm -rf -- "$tmp"\n'
+    '  if ! cp -a --reflink=auto -- "$src/." "$tmp"; then rm -rf -- "$tmp"; '
+    'kill -KILL "$watch"; exit 6; fi\n'
+    "fi\n"
+    'kill -KILL "$watch" 2>/dev/null; wait "$watch" 2>/dev/null\n'
+    "echo staged\n"
+    'if ! read -r line <&3 || [ "$line" != go ]; then rm -rf -- "$tmp"; exit 9; fi\n'
+    'if [ -e "$dst" ] || [ -L "$dst" ]; then rm -rf -- "$tmp"; exit 5; fi\n'
+    'if ! mv -T -- "$tmp" "$dst"; then rm -rf -- "$tmp"\n'
+    '  if [ -e "$dst" ] || [ -L "$dst" ]; then exit 5; fi; exit 7\n'
+    "fi\n"
 )
+_STAGED = b"staged\n"
 _REMOVE_SCRIPT = 'if [ ! -e "$1" ] && [ ! -L "$1" ]; then exit 3; fi; rm -rf -- "$1" || exit 6'
 _EXISTS_SCRIPT = 'if [ -e "$1" ] || [ -L "$1" ]; then exit 0; fi; exit 3'
 _MISSING, _NOT_A_DIRECTORY, _EXISTS, _TEMP_EXISTS = 3, 4, 5, 8
@@ -159,51 +182,170 @@ def copy_tree(session, src_dir, dst_dir, *, temp_dir=None):
     to ``temp_dir``, a hidden sibling of ``dst_dir`` from :func:`partial_copy_path`
     (a new one when not given), renamed to ``dst_dir`` once complete, so ``dst_dir``
     appears whole or not at all; on failure the sibling is removed. Nothing that existed before is
-    touched. The parent directory of ``dst_dir`` must exist.
+    touched. The parent directory of ``dst_dir`` must exist. It is
+    :func:`stage_copy` and :meth:`StagedCopy.publish` in one call.
 
     Raises :class:`RemotePathExists` (``dst_dir`` or ``temp_dir`` exists),
     :class:`InvalidInput` (bad path, ``dst_dir`` inside ``src_dir``, ``temp_dir`` not
     a partial copy name of ``dst_dir``), :class:`SshCommandError` (source not a
     directory, copy failed), :class:`SshTimeout`, :class:`SshError`.
     """
+    staged = stage_copy(session, src_dir, dst_dir, temp_dir=temp_dir)
+    if staged is None:
+        return False
+    try:
+        staged.publish()
+    finally:
+        staged.discard()
+    return True
+
+
+def stage_copy(session, src_dir, dst_dir, *, temp_dir=None, close_session=False, timeout=None):
+    """First half of :func:`copy_tree`: the tree is linked into ``temp_dir``, not yet
+    renamed to ``dst_dir``.
+
+    Returns a :class:`StagedCopy` (its remote program waits, on its channel, to be
+    published or discarded), or None when ``src_dir`` does not exist (nothing made).
+    Between the two a caller can journal ``dst_dir``, now known to have been free
+    when the copy began: the check is made on the host, in the copy's own program,
+    so the copy costs one remote command. With ``close_session`` the session is
+    closed with the staged copy (or here, when nothing is staged). ``timeout``:
+    seconds the copy may run without a word (default: the session's command
+    timeout); past it, the copy is stopped and its sibling removed.
+
+    Raises what :func:`copy_tree` raises; on any of them the sibling is removed.
+    """
+    try:
+        src, dst, tmp = _copy_paths(src_dir, dst_dir, temp_dir)
+        timeout = session.settings.command_timeout if timeout is None else timeout
+        staged = _start_stage(session, src, dst, tmp, timeout)
+    except BaseException:
+        if close_session:
+            session.close()
+        raise
+    if staged is None and close_session:
+        session.close()
+    elif staged is not None:
+        staged.close_session = close_session
+    return staged
+
+
+def _copy_paths(src_dir, dst_dir, temp_dir):
     src = check_path(src_dir)
     dst = check_path(dst_dir)
     if src == dst or dst.startswith(src + "/") or src.startswith(dst + "/"):
         raise InvalidInput(f"cannot copy {src} to {dst}: one contains the other")
     if temp_dir is None:
-        tmp = partial_copy_path(dst)
-    elif is_partial_copy(temp_dir, dst):
-        tmp = check_path(temp_dir)
-    else:
-        raise InvalidInput(
-            f"{temp_dir!r} is not a partial copy name of {dst} (see partial_copy_path)"
-        )
+        return src, dst, partial_copy_path(dst)
+    if is_partial_copy(temp_dir, dst):
+        return src, dst, check_path(temp_dir)
+    raise InvalidInput(f"{temp_dir!r} is not a partial copy name of {dst} (see partial_copy_path)")
+
+
+def _start_stage(session, src, dst, tmp, timeout):
     who, target = session.who, session.target
     started = time.monotonic()
+    process = RemoteProcess(
+        session, ["sh", "-c", _STAGE_SCRIPT, "saas-stage-copy", src, dst, tmp], timeout
+    )
+    output = b""
     try:
-        result = _helper(session, "saas-copy-tree", _COPY_SCRIPT, src, dst, tmp)
+        for chunk in process.chunks():
+            output += chunk
+            if output.endswith(_STAGED):
+                _logger.info(
+                    "ssh %s: linked %s into %s in %.2f s", who, src, tmp, time.monotonic() - started
+                )
+                return StagedCopy(session, process, src, dst, tmp, started)
     except SshError:
-        # Timed out or connection lost mid-copy: the rename is the last step, so
-        # dst_dir was not made by this call; remove the partial sibling if we can.
+        # Stopped mid-copy (no word within the timeout, connection lost): the channel
+        # closed, the program's group is killed; remove the sibling if we can.
+        process.close()
         _remove_leftover(session, tmp)
         raise
-    status = result.exit_status
-    duration = time.monotonic() - started
-    if status == 0:
-        _logger.info("ssh %s: copied %s to %s in %.2f s", who, src, dst, duration)
-        return True
+    status, errors, _result = process.finish(timeout=30)
+    process.close()
     if status == _MISSING:
         _logger.info("ssh %s: %s does not exist, nothing to copy", who, src)
-        return False
-    if status == _EXISTS:
-        _logger.warning("ssh %s: not copying %s: %s already exists", who, src, dst)
-        raise RemotePathExists(f"{dst} already exists on {target}")
-    if status == _TEMP_EXISTS:
-        _logger.warning("ssh %s: not copying %s: %s already exists", who, src, tmp)
-        raise RemotePathExists(f"{tmp} already exists on {target}")
+        return None
+    if status in (_EXISTS, _TEMP_EXISTS):
+        existing = dst if status == _EXISTS else tmp
+        _logger.warning("ssh %s: not copying %s: %s already exists", who, src, existing)
+        raise RemotePathExists(f"{existing} already exists on {target}")
+    result = CommandResult(status, output.decode("utf-8", "replace"), errors)
     if status == _NOT_A_DIRECTORY:
         raise _command_error(session, f"cannot copy {src}: not a directory", result)
+    _remove_leftover(session, tmp)
     raise _command_error(session, f"copying {src} to {dst} failed", result)
+
+
+class StagedCopy:
+    """A tree linked into its hidden sibling by :func:`stage_copy`, waiting to be
+    renamed to its target (:meth:`publish`) or removed (:meth:`discard`).
+
+    Its remote program waits on its channel: if this process dies or the session
+    closes, the program removes the sibling itself (and a caller's journal names
+    it too). Not thread-safe: one caller publishes or discards it, once.
+    """
+
+    def __init__(self, session, process, src, dst, tmp, started):
+        self.session = session
+        self.process = process
+        self.src, self.dst, self.tmp = src, dst, tmp
+        self.started = started
+        self.close_session = False
+        self.ended = False
+
+    def __repr__(self):
+        state = "ended" if self.ended else "staged"
+        return f"<StagedCopy {self.src} -> {self.dst} ({state})>"
+
+    def publish(self, timeout=60.0):
+        """Rename the sibling to the target; True. Raises :class:`RemotePathExists`
+        when the target appeared meanwhile (the sibling is removed then),
+        :class:`SshCommandError` when the rename failed, :class:`SshError`."""
+        if self.ended:
+            raise InvalidInput(f"the copy to {self.dst} was already published or discarded")
+        self.ended = True
+        session = self.session
+        try:
+            self.process.send(b"go\n")
+            status, errors, _result = self.process.finish(timeout=timeout)
+        finally:
+            self.process.close()
+            if self.close_session:
+                session.close()
+        if status == 0:
+            _logger.info(
+                "ssh %s: copied %s to %s in %.2f s",
+                session.who,
+                self.src,
+                self.dst,
+                time.monotonic() - self.started,
+            )
+            return True
+        if status == _EXISTS:
+            _logger.warning(
+                "ssh %s: not renaming %s: %s exists now", session.who, self.tmp, self.dst
+            )
+            raise RemotePathExists(f"{self.dst} already exists on {session.target}")
+        result = CommandResult(status, "", errors)
+        raise _command_error(session, f"renaming {self.tmp} to {self.dst} failed", result)
+
+    def discard(self):
+        """Remove the sibling (idempotent; nothing after :meth:`publish`)."""
+        if self.ended:
+            return
+        self.ended = True
+        try:
+            # The program reads the end of its input and removes the sibling...
+            self.process.close()
+            # ... which is removed here too, in case it could not (logged when
+            # this cannot be done either: the caller's journal names it).
+            _remove_leftover(self.session, self.tmp)
+        finally:
+            if self.close_session:
+                self.session.close()
 
 
 def _remove_leftover(session, tmp):

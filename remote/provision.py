@@ -6,11 +6,15 @@ about as long as the clone itself, and doing them one after the other would doub
 the time of a provision. Either half failing undoes the other, so a failed
 provision leaves neither a database nor a filestore behind.
 
-Before it, :func:`check_free` looks at the target (reads only) and keeps its SSH
-session open for the copy: one SSH handshake per provision, while the caller can
-still journal what the provision will make after the check and before it makes
-anything (so a target that exists, someone else's, is never journalled, and never
-removed by an undo).
+A caller that journals what it makes (``saas.instance``) first checks that the
+database is free (:func:`remote.postgres.database_exists`, one query), journals the
+database and the copy's hidden sibling, then calls :func:`provision` with
+``publish=False``: the filestore is linked into that sibling, and the host checks,
+in the copy's own program, that the target directory was free. The result's
+``staged`` copy is renamed into place by :meth:`filestore.StagedCopy.publish` once
+the caller has journalled the target directory. So a target that was someone
+else's is never journalled (an undo never removes it), and neither the SSH
+handshake nor a separate check command waits in front of the clone.
 """
 
 import logging
@@ -35,17 +39,23 @@ class ProvisionResult:
     # What the ``invitation`` call returned (the customer's token), or why it failed.
     invitation: object = None
     invitation_error: RemoteError | None = None
+    # With publish=False: the filestore linked, waiting to be renamed into place
+    # (a filestore.StagedCopy), or None when the template has no filestore.
+    staged: filestore.StagedCopy | None = None
 
 
-def _copy_filestore(ssh_settings, source_dir, target_dir, temp_dir, session=None):
-    # The session check_free opened (reopened if closed), else a new one; closed here.
-    with session or ssh.SshSession(ssh_settings) as open_session:
-        return filestore.copy_tree(open_session, source_dir, target_dir, temp_dir=temp_dir)
-
-
-def _remove_filestore(ssh_settings, target_dir):
-    with ssh.SshSession(ssh_settings) as session:
-        filestore.remove_tree(session, target_dir)
+def _stage_filestore(ssh_settings, source_dir, target_dir, temp_dir):
+    """Connect and link the template's filestore into ``temp_dir`` (the hidden
+    sibling of ``target_dir``); the session closes with the staged copy."""
+    session = ssh.SshSession(ssh_settings)
+    try:
+        session.open()
+    except BaseException:
+        session.close()
+        raise
+    return filestore.stage_copy(
+        session, source_dir, target_dir, temp_dir=temp_dir, close_session=True
+    )
 
 
 def provision(
@@ -60,8 +70,8 @@ def provision(
     strategy=None,
     temp_dir=None,
     handover=None,
-    session=None,
     invitation=None,
+    publish=True,
 ):
     """Clone database ``template`` into ``target`` and copy ``source_dir`` to ``target_dir``.
 
@@ -73,20 +83,22 @@ def provision(
     :param temp_dir: the hidden sibling the filestore is copied in before its rename
         (:func:`filestore.partial_copy_path`), for a caller that journals it first.
     :param handover: a :class:`.handover.Handover`, applied with the clone's identity.
-    :param session: the :class:`ssh.SshSession` :func:`check_free` left open, used
-        for the copy and closed; None: the copy opens its own.
     :param invitation: the arguments of :func:`postgres.run_in_database` that issue
         the customer's invitation, run once the clone is made (while the copy goes
         on); what it returns, or the RemoteError it raised, is in the result: it
         never fails the provision.
+    :param publish: False: the filestore is left staged (linked into ``temp_dir``),
+        in the result's ``staged``, for the caller to publish (or discard) once it
+        has journalled ``target_dir``.
     :returns: a :class:`ProvisionResult`.
     :raises RemoteError: the first failure (the clone's if both failed), once what
         the other half made is removed. Nothing that existed before is touched: a
-        filestore that was already there is refused, not removed.
+        filestore that was already there is refused (:class:`RemotePathExists`),
+        not removed.
     """
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="saas-filestore") as pool:
-        copy = pool.submit(_copy_filestore, ssh_settings, source_dir, target_dir, temp_dir, session)
+        copy = pool.submit(_stage_filestore, ssh_settings, source_dir, target_dir, temp_dir)
         clone_result = clone_error = token = invitation_error = None
         try:
             clone_result = postgres.clone_database(
@@ -105,12 +117,20 @@ def provision(
                     token = postgres.run_in_database(*invitation)
                 except RemoteError as exc:
                     invitation_error = exc
-        copied = False
-        copy_error = None
+        staged = copy_error = None
         try:
-            copied = copy.result()
+            staged = copy.result()
         except RemoteError as exc:
             copy_error = exc
+    copied = staged is not None  # None: the template has no filestore
+    if clone_error is None and copy_error is None and publish and copied:
+        try:
+            staged.publish()
+        except RemoteError as exc:
+            copy_error = exc
+        finally:
+            staged.discard()  # nothing once published
+        staged = None
     if clone_error is None and copy_error is None:
         duration = time.monotonic() - started
         _logger.info(
@@ -118,57 +138,39 @@ def provision(
             target,
             template,
             duration,
-            "copied" if copied else "none",
+            ("copied" if publish else "staged") if copied else "none",
         )
-        return ProvisionResult(clone_result, copied, duration, token, invitation_error)
+        return ProvisionResult(clone_result, copied, duration, token, invitation_error, staged)
     # Undo the half that worked; report the failure that stopped the provision.
+    if staged is not None:
+        staged.discard()
     if clone_error is None:
         try:
             postgres.drop_database(pg_params, target)
         except RemoteError:
             _logger.exception("Could not drop %s after its filestore copy failed", target)
-    if copied:
-        try:
-            _remove_filestore(ssh_settings, target_dir)
-        except RemoteError:
-            _logger.exception("Could not remove %s after the clone failed", target_dir)
     raise clone_error or copy_error
 
 
 def taken(pg_params, ssh_settings, target, target_dir):
     """What of ``target`` (database) and ``target_dir`` (filestore) exists already.
 
-    Reads only. A provision refuses a target that exists: what is there is not its
-    own, and a provision removes only what it made.
+    Reads only; the database is looked up while the SSH session connects. A copy
+    refuses a target that exists: what is there is not its own, and a copy removes
+    only what it made.
 
     :returns: the list of the existing ones, as text for a message (empty: both free).
     """
-    found, session = check_free(pg_params, ssh_settings, target, target_dir)
-    session.close()
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="saas-check") as pool,
+        ssh.SshSession(ssh_settings) as session,
+    ):
+        database = pool.submit(postgres.database_exists, pg_params, target)
+        directory = filestore.exists(session, target_dir)
+        found = [f"database {target}"] if database.result() else []
+    if directory:
+        found.append(f"directory {target_dir}")
     return found
-
-
-def check_free(pg_params, ssh_settings, target, target_dir):
-    """:func:`taken`, with the SSH session it used left open for :func:`provision`.
-
-    The database is looked up while the SSH session connects.
-
-    :returns: ``(found, session)``: ``found`` as :func:`taken` returns it, and an open
-        :class:`ssh.SshSession` that the caller passes to :func:`provision`
-        (``session=``, which closes it) or closes.
-    """
-    session = ssh.SshSession(ssh_settings)
-    try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="saas-check") as pool:
-            database = pool.submit(postgres.database_exists, pg_params, target)
-            directory = filestore.exists(session.open(), target_dir)
-            found = [f"database {target}"] if database.result() else []
-        if directory:
-            found.append(f"directory {target_dir}")
-    except BaseException:
-        session.close()
-        raise
-    return found, session
 
 
 def remove(pg_params, ssh_settings, databases=(), directories=()):

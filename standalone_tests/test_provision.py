@@ -6,7 +6,7 @@ import pytest
 from conftest import config, make_template, unique
 
 from remote.exceptions import DatabaseExists, RemotePathExists, SshHostKeyError
-from remote.provision import check_free, provision, taken
+from remote.provision import provision, taken
 
 
 @pytest.fixture
@@ -76,38 +76,85 @@ def test_ssh_refused_drops_the_clone(pg, params, make_settings, filestores):
     assert not (filestores / target).exists()
 
 
-def test_check_free_then_provision_on_its_session(pg, params, make_settings, filestores, caplog):
-    """One SSH handshake for the check and the copy; the session is closed after."""
+def partial_copies(root, target):
+    return sorted(path.name for path in root.iterdir() if path.name.startswith(f".{target}."))
+
+
+def test_staged_provision_then_publish_on_one_connection(
+    pg, params, make_settings, filestores, caplog
+):
+    """publish=False: the clone is made and the filestore linked into its hidden
+    sibling on one SSH connection; the target appears only when published."""
     caplog.set_level(logging.INFO, logger="remote.ssh")
     template = make_template(pg)
     target = unique("inst")
-    settings = make_settings()
-    found, session = check_free(params, settings, target, str(filestores / target))
-    assert found == []
-    result = run(params, settings, template, target, filestores, session=session)
-    assert result.filestore_copied
+    result = run(params, make_settings(), template, target, filestores, publish=False)
+    staged = result.staged
+    assert result.filestore_copied and staged is not None
+    assert target in pg.databases()
+    assert not (filestores / target).exists()
+    (sibling,) = partial_copies(filestores, target)
+    assert (filestores / sibling / "ab" / "abcdef").read_bytes() == b"attachment"
+    assert staged.publish() is True
     assert (filestores / target / "ab" / "abcdef").read_bytes() == b"attachment"
+    assert partial_copies(filestores, target) == []
     assert len(ssh_connections(caplog)) == 1
-    assert "closed" in repr(session)
+    assert "closed" in repr(staged.session)
+    staged.discard()  # after publish: nothing
+    assert (filestores / target / "ab" / "abcdef").exists()
 
 
-def test_check_free_finds_what_exists_and_provision_refuses_it(
-    pg, params, make_settings, filestores
-):
-    """What exists is reported (it is not ours); provision on that session still refuses
-    it and leaves it as it was."""
+def test_staged_copy_discarded_leaves_nothing(pg, params, make_settings, filestores):
+    template = make_template(pg)
+    target = unique("inst")
+    result = run(params, make_settings(), template, target, filestores, publish=False)
+    result.staged.discard()
+    assert not (filestores / target).exists()
+    assert partial_copies(filestores, target) == []
+    assert "closed" in repr(result.staged.session)
+
+
+def test_target_appearing_before_publish_is_refused_and_kept(pg, params, make_settings, filestores):
+    template = make_template(pg)
+    target = unique("inst")
+    result = run(params, make_settings(), template, target, filestores, publish=False)
+    (filestores / target).mkdir()
+    (filestores / target / "theirs").write_text("kept")
+    with pytest.raises(RemotePathExists, match="already exists"):
+        result.staged.publish()
+    assert (filestores / target / "theirs").read_text() == "kept"
+    assert sorted(path.name for path in (filestores / target).iterdir()) == ["theirs"]
+    assert partial_copies(filestores, target) == []
+
+
+def test_taken_finds_what_exists_and_provision_refuses_it(pg, params, make_settings, filestores):
+    """What exists is reported (it is not ours); a provision refuses it and leaves it
+    as it was, with no partial copy beside it."""
     existing = make_template(pg)  # someone else's database, and a directory of that name
     (filestores / existing).mkdir()
     (filestores / existing / "theirs").write_text("kept")
     settings = make_settings()
-    found, session = check_free(params, settings, existing, str(filestores / existing))
+    found = taken(params, settings, existing, str(filestores / existing))
     assert found == [f"database {existing}", f"directory {filestores / existing}"]
-    assert taken(params, settings, existing, str(filestores / existing)) == found
     with pytest.raises(DatabaseExists):
-        run(params, settings, make_template(pg), existing, filestores, session=session)
+        run(params, settings, make_template(pg), existing, filestores, publish=False)
     assert existing in pg.databases()
     assert (filestores / existing / "theirs").read_text() == "kept"
-    assert "closed" in repr(session)
+    assert partial_copies(filestores, existing) == []
+
+
+def test_existing_directory_refused_by_the_copy_and_the_clone_dropped(
+    pg, params, make_settings, filestores
+):
+    template = make_template(pg)
+    target = unique("inst")
+    (filestores / target).mkdir()
+    (filestores / target / "theirs").write_text("kept")
+    with pytest.raises(RemotePathExists, match="already exists"):
+        run(params, make_settings(), template, target, filestores, publish=False)
+    assert target not in pg.databases()
+    assert (filestores / target / "theirs").read_text() == "kept"
+    assert partial_copies(filestores, target) == []
 
 
 def test_invitation_issued_in_the_new_database(pg, params, make_settings, filestores):

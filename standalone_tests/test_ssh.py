@@ -697,7 +697,7 @@ def test_copy_tree_uses_the_temp_dir_it_is_given(session, tmp_path):
 # The child process opens its own session and runs one operation; the test kills it
 # with SIGKILL, as a crash of the manager would: no cleanup code of ours runs then.
 _CHILD = """
-import json, sys
+import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from remote import filestore, ssh
 args = json.loads(sys.argv[2])
@@ -705,6 +705,10 @@ with ssh.SshSession(ssh.SshSettings(**args["settings"])) as session:
     print("connected", flush=True)
     if args["argv"]:
         session.run(args["argv"])
+    elif args.get("stage"):
+        staged = filestore.stage_copy(session, args["src"], args["dst"], temp_dir=args["tmp"])
+        print("staged", flush=True)
+        time.sleep(300)  # until the test kills this process
     else:
         filestore.copy_tree(session, args["src"], args["dst"], temp_dir=args["tmp"])
     print("finished", flush=True)
@@ -781,4 +785,25 @@ def test_copy_dies_with_a_killed_client_and_leaves_a_known_partial_copy(make_set
     # The caller, who knew the name, removes it.
     with ssh.SshSession(make_settings()) as session:
         assert filestore.remove_tree(session, tmp) is True
+    assert leftovers(dst.parent) == []
+
+
+def test_staged_copy_of_a_killed_client_is_removed_by_the_host(make_settings, tmp_path):
+    """Killed between staging and publishing (the caller's journal commit): the
+    program on the host sees its input end, removes the sibling, never renames it."""
+    src = tmp_path / "filestore" / "tpl"
+    make_tree(src)
+    dst = tmp_path / "filestore" / "client1"
+    tmp = filestore.partial_copy_path(str(dst))
+    token = tmp.rsplit("-", 1)[1]
+    child = start_child(make_settings(), src=str(src), dst=str(dst), tmp=tmp, stage=True)
+    try:
+        assert child.stdout.readline() == "staged\n"
+        assert snapshot(tmp) == snapshot(src), "the staged sibling holds the whole tree"
+        assert not dst.exists()
+    finally:
+        child.kill()
+        child.wait(30)
+    assert wait_until_gone(token), "the staged program outlived the process that started it"
+    assert not dst.exists()
     assert leftovers(dst.parent) == []

@@ -129,8 +129,9 @@ class TestProvisioning(SelfManagedCase):
         with mute_logger(*LOGGERS):
             self.assertTrue(template._create_database(), template.error)
         instance = self.make_instance(template)
-        # The filestore target exists already (someone else's): the free-check refuses
-        # it before anything is journalled, so no undo ever removes it.
+        # The filestore target exists already (someone else's): the copy's own check on
+        # the host refuses it before linking anything, the clone made beside it is
+        # dropped, and the target is never journalled, so no undo ever removes it.
         target = os.path.join(self.filestore_root, instance.database_name)
         os.makedirs(os.path.join(target, "kept"))
         source = os.path.join(self.filestore_root, template.database_name)
@@ -140,6 +141,13 @@ class TestProvisioning(SelfManagedCase):
         self.assertIn("exists", instance.error)
         self.assertFalse(postgres.database_exists(self.pg, instance.database_name))
         self.assertTrue(os.path.isdir(os.path.join(target, "kept")), "not ours to remove")
+        journal = instance.operation_ids.journal_ids
+        self.assertNotIn(target, journal.mapped("name"), "never journalled")
+        self.assertEqual(set(journal.mapped("state")), {"removed"})
+        self.assertFalse(
+            [name for name in os.listdir(self.filestore_root) if ".saas-copy-" in name],
+            "no partial copy left",
+        )
         self.assertEqual(self.server.instance_count, 0, "a failed instance frees its slot")
         shutil.rmtree(target)
         instance.action_retry()
@@ -147,8 +155,9 @@ class TestProvisioning(SelfManagedCase):
         self.assertEqual(instance.state, "running")
 
     def test_one_ssh_session_and_an_invitation_that_fails_keeps_the_instance(self):
-        """The free-check's SSH session is the copy's; the invitation token, issued in
-        the remote step, never undoes a provision when it cannot be made."""
+        """One SSH connection per provision (the copy checks its target on the host);
+        the invitation token, issued in the remote step, never undoes a provision
+        when it cannot be made."""
         template = self.make_template()
         with mute_logger(*LOGGERS):
             self.assertTrue(template._create_database(), template.error)
@@ -158,7 +167,7 @@ class TestProvisioning(SelfManagedCase):
         with patch.object(ssh.SshSession, "_connect", autospec=True, side_effect=connect) as made:
             first = self.provision(self.make_instance(template))
         self.assertEqual(first.state, "running", first.error)
-        self.assertEqual(made.call_count, 1, "one SSH connection for the check and the copy")
+        self.assertEqual(made.call_count, 1, "one SSH connection for the copy and its check")
         self.assertEqual(first.invitation_state, "sent")
 
         refused = exceptions.DatabaseError("no token for you")
