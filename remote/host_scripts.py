@@ -33,9 +33,11 @@ _STDERR_KEEP = 8000
 # stdin: one JSON line (connection and manifest), then kept open: its end means the
 # manager is gone, and pg_dump is killed. stdout: the zip. stderr: errors, then one
 # result line.
-DUMP_SCRIPT = r"""
-import json, os, signal, subprocess, sys, threading, time, zipfile
-db, store, level, pg_dump = sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+# The start both pg_dump programs share (DUMP_SCRIPT and SEND_SCRIPT), once their
+# first line has set db and pg_dump: read the JSON line on stdin (connection...),
+# watch stdin's end (the manager gone: pg_dump killed, exit 3), and start_dump() /
+# end_dump() run pg_dump with its stderr's tail kept (exit 2 with it on failure).
+_PG_DUMP_PRELUDE = r"""
 stdin = sys.stdin.buffer
 config = json.loads(stdin.readline())
 state = {"child": None}
@@ -47,11 +49,42 @@ def watch():
         os.killpg(child.pid, signal.SIGKILL)
     os._exit(3)
 threading.Thread(target=watch, daemon=True).start()
+out = sys.stdout.buffer
 env = dict(os.environ)
 if config.get("password"):
     env["PGPASSWORD"] = config["password"]
 argv = [pg_dump, "--no-owner", "--no-password", "--host", config["host"],
         "--port", str(config["port"]), "--username", config["user"], "--dbname", db]
+tail = bytearray()
+def errors(stream):
+    for line in stream:
+        tail.extend(line)
+        del tail[:-4000]
+def start_dump():
+    child = state["child"] = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env, start_new_session=True)
+    reader = threading.Thread(target=errors, args=(child.stderr,), daemon=True)
+    reader.start()
+    return child, reader
+def end_dump(child, reader):
+    code = child.wait()
+    reader.join(10)
+    if code:
+        out.flush()
+        reason = tail.decode("utf-8", "replace").strip()
+        sys.stderr.write("pg_dump failed (exit %s): %s\n" % (code, reason))
+        sys.stderr.flush()
+        os._exit(2)
+"""
+
+DUMP_SCRIPT = (
+    r"""
+import json, os, signal, subprocess, sys, threading, time, zipfile
+db, store, level, pg_dump = sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+"""
+    + _PG_DUMP_PRELUDE
+    + r"""
 def member(name):
     info = zipfile.ZipInfo(name, time.localtime()[:6])
     info.compress_type = zipfile.ZIP_DEFLATED
@@ -61,19 +94,9 @@ def member(name):
         info._compresslevel = level
     info.external_attr = 0o644 << 16
     return info
-tail = bytearray()
-def errors(stream):
-    for line in stream:
-        tail.extend(line)
-        del tail[:-4000]
-out = sys.stdout.buffer
 dump_size = files = store_size = 0
 with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
-    child = state["child"] = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=env, start_new_session=True)
-    reader = threading.Thread(target=errors, args=(child.stderr,), daemon=True)
-    reader.start()
+    child, reader = start_dump()
     with zf.open(member("dump.sql"), "w", force_zip64=True) as dest:
         while True:
             data = child.stdout.read(1 << 20)
@@ -81,14 +104,7 @@ with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
                 break
             dest.write(data)
             dump_size += len(data)
-    code = child.wait()
-    reader.join(10)
-    if code:
-        out.flush()
-        reason = tail.decode("utf-8", "replace").strip()
-        sys.stderr.write("pg_dump failed (exit %s): %s\n" % (code, reason))
-        sys.stderr.flush()
-        os._exit(2)
+    end_dump(child, reader)
     zf.writestr(member("manifest.json"), json.dumps(config["manifest"], indent=4))
     for dirpath, dirnames, filenames in os.walk(store):
         dirnames.sort()
@@ -109,6 +125,7 @@ sys.stderr.write("saas-backup-result:" + json.dumps(result) + "\n")
 sys.stderr.flush()
 os._exit(0)
 """
+)
 
 # Run on the host as: python3 -c RESTORE_SCRIPT saas-restore PSQL TEMP_DIR.
 # stdin: frames (kind byte, 8-byte length, payload): C config, S sql data, E end of
@@ -213,41 +230,19 @@ os._exit(0)
 # (S sql data, E end of sql, F/D/G per file the target lacks, Z), so the manager
 # relays them to the target as they come. stderr: errors, then one result line
 # with what it saw: every file's count and bytes, and a digest of their listing.
-SEND_SCRIPT = r"""
+SEND_SCRIPT = (
+    r"""
 import hashlib, json, os, signal, struct, subprocess, sys, threading
 db, store, pg_dump = sys.argv[2], sys.argv[3], sys.argv[4]
-stdin = sys.stdin.buffer
-config = json.loads(stdin.readline())
+"""
+    + _PG_DUMP_PRELUDE
+    + r"""
 have = config.get("have") or {}
-state = {"child": None}
-def watch():
-    while stdin.read1(65536):
-        pass
-    child = state["child"]
-    if child is not None and child.poll() is None:
-        os.killpg(child.pid, signal.SIGKILL)
-    os._exit(3)
-threading.Thread(target=watch, daemon=True).start()
-out = sys.stdout.buffer
 def frame(kind, payload=b""):
     out.write(struct.pack(">cQ", kind, len(payload)))
     if payload:
         out.write(payload)
-env = dict(os.environ)
-if config.get("password"):
-    env["PGPASSWORD"] = config["password"]
-argv = [pg_dump, "--no-owner", "--no-password", "--host", config["host"],
-        "--port", str(config["port"]), "--username", config["user"], "--dbname", db]
-tail = bytearray()
-def errors(stream):
-    for line in stream:
-        tail.extend(line)
-        del tail[:-4000]
-child = state["child"] = subprocess.Popen(
-    argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    env=env, start_new_session=True)
-reader = threading.Thread(target=errors, args=(child.stderr,), daemon=True)
-reader.start()
+child, reader = start_dump()
 dump_size = 0
 while True:
     data = child.stdout.read(1 << 20)
@@ -255,14 +250,7 @@ while True:
         break
     frame(b"S", data)
     dump_size += len(data)
-code = child.wait()
-reader.join(10)
-if code:
-    out.flush()
-    reason = tail.decode("utf-8", "replace").strip()
-    sys.stderr.write("pg_dump failed (exit %s): %s\n" % (code, reason))
-    sys.stderr.flush()
-    os._exit(2)
+end_dump(child, reader)
 frame(b"E")
 listing = []
 sent = sent_bytes = 0
@@ -300,6 +288,7 @@ sys.stderr.write("saas-backup-result:" + json.dumps(result) + "\n")
 sys.stderr.flush()
 os._exit(0)
 """
+)
 
 # Run as: sh -c LIST_SCRIPT saas-list DIR. stdout: "relative path<TAB>size" per file
 # of DIR (nothing when DIR does not exist).
