@@ -734,6 +734,20 @@ class SaasInstance(models.Model):
             return
         self._send_invitation_mail(result.invitation, expiry)
 
+    def _check_no_operation_in_progress(self):
+        """Refuse an action while an operation of this instance is queued or running
+        (a move, a provision...): the two would work on the same database."""
+        self.ensure_one()
+        if self.running_operation_id:
+            raise UserError(
+                _(
+                    "Instance %(name)s has an operation in progress (%(operation)s): wait for "
+                    "it to end.",
+                    name=self.name,
+                    operation=self.running_operation_id.display_label,
+                )
+            )
+
     def _not_ours_message(self, found):
         """Why a provision refuses a target that exists: it is someone else's."""
         return _(
@@ -1106,6 +1120,7 @@ class SaasInstance(models.Model):
                 state=state,
             ),
         )
+        self._check_no_operation_in_progress()
         if not self._made_by_provisioning():
             # Nothing remote to remove: terminated at once.
             self._write_state({"state": "terminated", "error": False})

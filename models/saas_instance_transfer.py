@@ -77,15 +77,7 @@ class SaasInstance(models.Model):
                     state=dict(self._fields["state"]._description_selection(self.env))[self.state],
                 )
             )
-        if self.running_operation_id:
-            raise UserError(
-                _(
-                    "Instance %(name)s has an operation in progress (%(operation)s): wait for "
-                    "it to end.",
-                    name=self.name,
-                    operation=self.running_operation_id.display_label,
-                )
-            )
+        self._check_no_operation_in_progress()
         if mode == "copy" and self.state != "running":
             raise UserError(
                 _("Instance %(name)s is suspended: resume it to copy it.", name=self.name)
@@ -105,22 +97,9 @@ class SaasInstance(models.Model):
     def _transfer_host(self, server):
         return transfer.Host(server._pg_params(), server._ssh_settings())
 
-    def _modules_known_on(self, server):
-        """A database of ``server`` to read its Odoo's modules from, or False."""
-        template = self.env["saas.template"].search(
-            [("server_id", "=", server.id), ("state", "=", "ready")], limit=1
-        )
-        if template:
-            return template.database_name
-        instance = self.search(
-            [("server_id", "=", server.id), ("state", "=", "running"), ("id", "!=", self.id)],
-            limit=1,
-        )
-        return instance.database_name or False
-
     def _remote_prechecks(self, source, target, database, target_database):
         """Steps that check what the target has, before anything is made there."""
-        known_from = self._modules_known_on(target)
+        known_from = target._modules_known_from()
         if not known_from:
             raise OperationError(
                 _(

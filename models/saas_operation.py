@@ -212,17 +212,28 @@ class SaasOperation(models.Model):
     def _queue(self, kind, record, server, **vals):
         """Queue one operation of ``kind`` about ``record``; wake the runner.
 
-        An operation already queued or running for that record is returned
-        instead of a second one (pressing a button twice queues it once).
+        An operation of that kind already queued or running for that record is
+        returned instead of a second one (pressing a button twice queues it once).
+        For an instance, one of another kind is refused (UserError): two operations
+        would work on its database at once (a backup's verification and a restore
+        of it only read the backup, and may run side by side).
         ``vals``: more fields of the operation (a transfer's target server).
         """
         field_name = HANDLERS[kind][0]
         operations = self.sudo()
-        existing = operations.search(
-            [(field_name, "=", record.id), ("state", "in", ACTIVE_STATES)], limit=1
-        )
-        if existing:
-            return existing
+        existing = operations.search([(field_name, "=", record.id), ("state", "in", ACTIVE_STATES)])
+        same = existing.filtered(lambda operation: operation.kind == kind)[:1]
+        if same:
+            return same
+        if existing and field_name == "instance_id":
+            raise UserError(
+                _(
+                    "%(record)s has an operation in progress (%(operation)s): wait for it "
+                    "to end.",
+                    record=record.display_name,
+                    operation=existing[:1].display_label,
+                )
+            )
         operation = operations.create(
             {
                 "kind": kind,

@@ -51,6 +51,7 @@ class SaasServer(models.Model):
             [("server_id", "in", servers.ids), ("state", "in", rebalance.MOVABLE_STATES)]
         )
         busy = self._rebalance_busy_instances(instances)
+        incoming = self._rebalance_incoming_moves(servers)
         provisioned = dict(
             self.env["saas.instance"]._read_group(
                 [("server_id", "in", servers.ids), ("state", "in", PROVISIONED_STATES)],
@@ -62,12 +63,16 @@ class SaasServer(models.Model):
             rebalance.Server(
                 id=server.id,
                 max_instances=server.max_instances,
-                instance_count=server.instance_count,
+                instance_count=server.instance_count + incoming[server.id][0],
                 state=server.state,
                 version=server.server_version or None,
                 reachable=server.health_status != "critical",
                 disk_total_mb=server.disk_total_gb * MB_PER_GB if server.disk_measured else None,
-                disk_free_mb=server.disk_free_gb * MB_PER_GB if server.disk_measured else None,
+                disk_free_mb=(
+                    max(server.disk_free_gb * MB_PER_GB - incoming[server.id][1], 0.0)
+                    if server.disk_measured
+                    else None
+                ),
                 receive_limit=self._rebalance_receive_limit(server, provisioned.get(server, 0)),
             )
             for server in servers
@@ -118,6 +123,34 @@ class SaasServer(models.Model):
                     value=target_percent,
                 )
             )
+
+    def _rebalance_incoming_moves(self, servers):
+        """{server id: (count, MB)} of the moves queued or running towards each of
+        ``servers``: the instances still count on the server they leave until their
+        switch, and are counted on their target here, so that a plan made while
+        moves are in flight does not fill a target twice."""
+        incoming = {server.id: (0, 0.0) for server in servers}
+        moves = (
+            self.env["saas.operation"]
+            .sudo()
+            .search(
+                [
+                    ("kind", "=", "transfer"),
+                    ("state", "in", ACTIVE_OPERATION_STATES),
+                    ("target_server_id", "in", servers.ids),
+                ]
+            )
+        )
+        for move in moves:
+            instance = move.instance_id
+            if instance.server_id == move.target_server_id:
+                continue  # a copy (made on its target, counted there) or a move switched
+            count, size = incoming[move.target_server_id.id]
+            incoming[move.target_server_id.id] = (
+                count + 1,
+                size + (instance.db_size_mb or 0.0) + (instance.filestore_size_mb or 0.0),
+            )
+        return incoming
 
     def _rebalance_busy_instances(self, instances):
         """Ids of the ``instances`` an operation in progress is about (directly or by a backup)."""

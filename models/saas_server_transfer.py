@@ -17,6 +17,25 @@ class SaasServer(models.Model):
         "read-only) before it is removed.",
     )
 
+    def _modules_known_from(self):
+        """A database of this server to read its Odoo's modules from (a ready template,
+        else a running instance), or False: what a move, a copy or a restore to this
+        server checks its modules against."""
+        self.ensure_one()
+        template = (
+            self.env["saas.template"]
+            .sudo()
+            .search([("server_id", "=", self.id), ("state", "=", "ready")], limit=1)
+        )
+        if template:
+            return template.database_name
+        instance = (
+            self.env["saas.instance"]
+            .sudo()
+            .search([("server_id", "=", self.id), ("state", "=", "running")], limit=1)
+        )
+        return instance.database_name or False
+
     def _check_can_receive(self, source):
         """Refuse, with the reason, to receive an instance or template from ``source``.
 

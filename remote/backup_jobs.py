@@ -10,7 +10,7 @@ import logging
 
 from psycopg2 import sql
 
-from . import backup, filestore, postgres, restore, ssh
+from . import backup, filestore, postgres, restore, ssh, transfer
 from .exceptions import BackupError, DatabaseError, RemoteError
 from .names import validate_database_name
 from .storage import open_storage
@@ -87,18 +87,13 @@ def missing_modules(storage_spec, key, pg_params, known_from):
     """The backup's modules the target server does not have, as a sorted list.
 
     What the server has is read from ``known_from``, a database of that server (a
-    template): every module its Odoo listed there (whatever their state but
-    ``uninstallable``). Returns ``(missing, manifest)``.
+    template or an instance): every module its Odoo listed there
+    (:func:`transfer.available_modules`). Returns ``(missing, manifest)``.
     """
     with _open(storage_spec) as storage:
         manifest = backup.read_manifest(storage, key)
     wanted = set(manifest.get("modules") or ())
-    validate_database_name(known_from)
-    failure = f"Cannot read the modules of database {known_from!r}"
-    with postgres._session(pg_params, known_from, failure) as conn, conn.cursor() as cr:
-        cr.execute("SELECT name FROM ir_module_module WHERE state != 'uninstallable'")
-        known = {row[0] for row in cr.fetchall()}
-    return sorted(wanted - known), manifest
+    return sorted(wanted - set(transfer.available_modules(pg_params, known_from))), manifest
 
 
 def restore_job(storage_spec, key, sha256, pg_params, ssh_settings, database, filestore_dir,

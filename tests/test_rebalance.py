@@ -111,6 +111,33 @@ class TestRebalance(SaasCase):
         wizard = self.suggest(95)
         self.assertEqual(self.moves(wizard), [("Source", "Almost")])
 
+    def test_moves_in_flight_count_on_their_target(self):
+        """A plan made while moves are queued counts them on the server they go to
+        (they still count on the one they leave), so a target is not filled twice."""
+        source = self.active_server(10, 10, name="Source")
+        roomy = self.active_server(10, 2, name="Roomy")
+        wizard = self.suggest(80)
+        self.assertEqual(self.moves(wizard), [("Source", "Roomy")] * 2)
+        # Two moves to Roomy queued by hand meanwhile: Roomy is at 4 of its 8 then...
+        for instance in self.Instance.search([("server_id", "=", source.id)], limit=2):
+            self.env["saas.operation"].sudo().create(
+                {
+                    "kind": "transfer",
+                    "instance_id": instance.id,
+                    "server_id": source.id,
+                    "target_server_id": roomy.id,
+                }
+            )
+        # ... and Source still counts them: 10 > 8 again. With two more full servers,
+        # 6 moves are wanted; Roomy has room for 4 (to 8), not for the 6 it would
+        # seem to have if the queued moves were not counted.
+        self.active_server(10, 10, name="Other")
+        self.active_server(10, 10, name="More")
+        wizard = self.suggest(80)
+        self.assertEqual(len(wizard.line_ids), 4, self.moves(wizard))
+        self.assertEqual(wizard.line_ids.target_server_id, roomy)
+        self.assertIn("no room left under the target", wizard.unresolved)
+
     def test_no_server_of_the_same_version(self):
         self.active_server(10, 10, name="Source")
         self.active_server(10, 0, name="Older", server_version="17.0")

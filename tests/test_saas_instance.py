@@ -95,3 +95,34 @@ class TestSaasInstance(SaasCase):
         with self.assertRaises(ValidationError) as caught:
             self.Instance.create({"name": "x", "database_name": "tpl_db", "server_id": server.id})
         self.assertIn("template", str(caught.exception))
+
+    def test_terminate_refused_while_an_operation_is_in_progress(self):
+        """Terminate pressed during a move: refused with the reason, nothing queued
+        (it used to queue a backup, then be taken for the move and never happen)."""
+        server = self.make_server()
+        target = self.make_server()
+        (server | target).write({"state": "active"})
+        instance = self.make_instances(server, 1, state="running")
+        Operation = self.env["saas.operation"]
+        move = Operation._queue("transfer", instance, server, target_server_id=target.id)
+        self.assertEqual(
+            Operation._queue("transfer", instance, server, target_server_id=target.id),
+            move,
+            "pressed twice: queued once",
+        )
+        backups = self.env["saas.backup"].search_count([("instance_id", "=", instance.id)])
+        with self.assertRaises(UserError) as caught:
+            instance.action_terminate()
+        self.assertIn("operation in progress", str(caught.exception))
+        self.assertIn(move.display_label, str(caught.exception))
+        with self.assertRaises(UserError):
+            Operation._queue("terminate", instance, server)
+        self.assertEqual(instance.operation_ids, move, "nothing else queued")
+        self.assertEqual(
+            self.env["saas.backup"].search_count([("instance_id", "=", instance.id)]), backups
+        )
+        self.assertEqual(instance.state, "running")
+        move.action_cancel()
+        self.assertEqual(move.state, "cancelled")
+        self.assertEqual(instance.action_terminate(), True, "nothing made: terminated at once")
+        self.assertEqual(instance.state, "terminated")

@@ -64,20 +64,17 @@ class SaasBackupRestore(models.TransientModel):
     def _check_modules(self, server):
         """Refuse a target server that lacks a module of the backup (before anything is made).
 
-        What a server has is read from one of its ready templates: the modules its
-        Odoo listed in that database (any state but uninstallable).
+        What a server has is read from one of its databases
+        (``saas.server._modules_known_from``: a ready template, else a running
+        instance): the modules its Odoo listed there (any state but uninstallable).
         """
         backup = self.backup_id
-        template = (
-            self.env["saas.template"]
-            .sudo()
-            .search([("server_id", "=", server.id), ("state", "=", "ready")], limit=1)
-        )
-        if not template:
+        known_from = server._modules_known_from()
+        if not known_from:
             raise UserError(
                 _(
-                    "Server %(server)s has no ready template to learn its modules from: "
-                    "create one before restoring there.",
+                    "Server %(server)s has no ready template and no running instance to read "
+                    "its modules from: create a template there before restoring there.",
                     server=server.name,
                 )
             )
@@ -86,7 +83,7 @@ class SaasBackupRestore(models.TransientModel):
                 backup.storage_id._storage_spec(),
                 backup.location,
                 server._pg_params(),
-                template.database_name,
+                known_from,
             )
         except exceptions.RemoteError as exc:
             raise UserError(_("The backup cannot be checked: %(reason)s", reason=exc)) from None
