@@ -51,6 +51,8 @@ READY = {
     "form": ".o_form_view .o_form_sheet .oe_title .o_field_widget",
     "graph": ".o_graph_renderer canvas",
     "pivot": ".o_pivot table tbody tr",
+    # A wizard opened by a button of the page: its form in a dialog.
+    "dialog": ".modal .o_form_view .o_field_widget",
 }
 # Charts animate when drawn: the time to let them settle before the picture (s).
 SETTLE = {"graph": 1.5}
@@ -240,7 +242,8 @@ def wait_ready(browser, ready_selector, url):
 
 
 def shot_list(odoo, url):
-    """``(file name, URL, view kind)`` of each screenshot, from the demo's records."""
+    """``(file name, URL, view kind[, button to click])`` of each screenshot, from the
+    demo's records; with a button, the picture is of the dialog it opens."""
     local = odoo.xmlid("saas_manager.saas_server_demo_local")
     if not local:
         servers = odoo.call("saas.server", "search", [], limit=1)
@@ -267,6 +270,21 @@ def shot_list(odoo, url):
         ("fleet_overview_graph.png", f"{action}.saas_server_fleet_action", "graph"),
         ("fleet_overview_pivot.png", f"{action}.saas_server_fleet_action?view_type=pivot", "pivot"),
     ]
+    movable = odoo.call(
+        "saas.instance", "search", [("state", "in", ("running", "suspended"))], limit=1
+    )
+    if movable:
+        # The Move or Copy wizard, opened by its button on the instance form.
+        shots.append(
+            (
+                "instance_transfer_wizard.png",
+                f"{action}.saas_instance_action/{movable[0]}",
+                "form",
+                "button[name=action_transfer]",
+            )
+        )
+    else:
+        log("no running instance: instance_transfer_wizard.png not taken (provision one)")
     alerts = odoo.call("saas.alert", "search", [("state", "=", "open")], limit=1)
     if alerts:
         shots.append(("alert_form.png", f"{action}.saas_alert_action/{alerts[0]}", "form"))
@@ -309,10 +327,18 @@ def main():
             path="/",
             httpOnly=True,
         )
-        for filename, url, kind in shots:
+        for filename, url, kind, *button in shots:
             browser.send("Page.navigate", url=url)
             try:
                 wait_ready(browser, READY[kind], url)
+                if button:
+                    clicked = browser.evaluate(
+                        f"(b => b ? (b.click(), true) : false)"
+                        f"(document.querySelector({json.dumps(button[0])}))"
+                    )
+                    if not clicked:
+                        raise PageError(f"{url} has no {button[0]}")
+                    wait_ready(browser, READY["dialog"], url)
                 time.sleep(SETTLE.get(kind, 0))
             except PageError as exc:
                 # The previous PNG, if any, is kept rather than replaced by a broken page.
