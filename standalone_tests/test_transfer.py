@@ -7,6 +7,10 @@ hosts are reached over the session's sshd (one machine, two PostgreSQL servers).
 import contextlib
 import os
 import shutil
+import signal
+import subprocess
+import threading
+import time
 
 import psycopg2
 import pytest
@@ -14,7 +18,7 @@ from conftest import make_filestore, make_template, odoo_like, tree, unique
 from psycopg2 import sql
 
 from remote import postgres, transfer
-from remote.exceptions import DatabaseError, TransferError, TransferMismatch
+from remote.exceptions import DatabaseError, SshError, TransferError, TransferMismatch
 from remote.postgres import ConnectionParams
 from sandbox import postgres as sandbox_postgres
 
@@ -236,3 +240,76 @@ def test_verify_leaves_out_files_no_attachment_names(pg, target_cluster, hosts, 
     os.unlink(target_dir / files[0])
     with pytest.raises(TransferMismatch, match=r"filestores differ \(8 files, .* → 7 files"):
         transfer.verify(*hosts, **check)
+
+
+def _kill_cluster(cluster):
+    """SIGKILL the cluster's postmaster and every backend: PostgreSQL dying mid-work."""
+    pid = int((cluster.datadir / "postmaster.pid").read_text().splitlines()[0])
+    children = subprocess.run(
+        ["pgrep", "-P", str(pid)], capture_output=True, text=True, timeout=30, check=False
+    ).stdout.split()
+    for victim in [pid, *map(int, children)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+
+
+def _host_programs_left():
+    found = subprocess.run(
+        ["pgrep", "-f", "saas-send|saas-restore"], capture_output=True, text=True, check=False
+    )
+    return found.stdout.split()
+
+
+def test_target_postgres_killed_mid_copy_fails_cleanly(pg, params, make_settings, tmp_path):
+    """The target's PostgreSQL killed (kill -9) while it loads the copy: the pass fails
+    promptly with a reason that names no password, no program is left on either host,
+    the source is untouched, and the target (restarted) has nothing of the load."""
+    name = odoo_like(pg)
+    with contextlib.closing(pg.connect(name)) as conn, conn.cursor() as cr:
+        cr.execute(
+            "INSERT INTO res_partner (name) SELECT repeat(md5(g::text), 6) "
+            "FROM generate_series(1, 400000) g"
+        )
+        cr.execute("SELECT count(*) FROM res_partner")
+        (partners,) = cr.fetchone()
+    store = tmp_path / "src" / name
+    make_filestore(store, files=4)
+    (tmp_path / "dst").mkdir()
+    with sandbox_postgres.PgCluster(owner="saas_dying") as dying:
+        target = transfer.Host(host_params(dying), make_settings())
+        outcome = {}
+
+        def run():
+            try:
+                copy((transfer.Host(params, make_settings()), target), (name, store,
+                     tmp_path / "dst" / name))  # fmt: skip
+            except Exception as exc:  # what the caller sees
+                outcome["error"] = exc
+            else:
+                outcome["done"] = True
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        deadline = time.monotonic() + 60
+        while not dying.query("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'COPY %%'")[
+            0
+        ][0]:
+            assert worker.is_alive(), f"the copy ended before its load: {outcome}"
+            assert time.monotonic() < deadline, "the load never started"
+            time.sleep(0.05)
+        _kill_cluster(dying)
+        worker.join(120)
+        assert not worker.is_alive(), "the pass did not end after its target died"
+        error = outcome.get("error")
+        assert isinstance(error, TransferError | DatabaseError | SshError), outcome
+        for secret in (dying.owner_password, pg.owner_password):
+            assert secret not in str(error)
+        deadline = time.monotonic() + 20
+        while _host_programs_left():
+            assert time.monotonic() < deadline, f"left running: {_host_programs_left()}"
+            time.sleep(0.2)
+        assert rows(pg, name, "SELECT count(*) FROM res_partner") == [(partners,)]
+        dying.stop()
+        dying.start()  # crash recovery
+        if name in dying.databases():  # made empty before the load, which never committed
+            assert rows(dying, name, "SELECT to_regclass('res_partner') IS NULL") == [(True,)]
