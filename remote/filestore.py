@@ -51,6 +51,7 @@ The helper scripts are constants: paths reach them only as positional parameters
 shell code. The host needs GNU coreutils (``cp -al``, ``cp --reflink``, ``mv -T``).
 """
 
+import contextlib
 import logging
 import posixpath
 import re
@@ -295,6 +296,15 @@ class StagedCopy:
         self.started = started
         self.close_session = False
         self.ended = False
+
+    def __del__(self):
+        # Dropped without publish or discard (its caller died): close the channel,
+        # and the program on the host removes the sibling itself.
+        if not getattr(self, "ended", True):
+            with contextlib.suppress(Exception):
+                self.process.close()
+                if self.close_session:
+                    self.session.close()
 
     def __repr__(self):
         state = "ended" if self.ended else "staged"

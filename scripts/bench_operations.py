@@ -218,6 +218,19 @@ def remote_step_times(log_path, names):
     return found
 
 
+def clone_times(log_path, names):
+    """{database: (clone with its identity and handover, CREATE DATABASE alone)} in
+    seconds, from the line ``remote.postgres.clone_database`` logs in Odoo's log."""
+    found = {}
+    pattern = re.compile(r"Cloned template \S+ into (\S+) .* in ([0-9.]+) s \(copy ([0-9.]+) s\)")
+    with open(log_path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            match = pattern.search(line)
+            if match and match.group(1) in names:
+                found[match.group(1)] = (float(match.group(2)), float(match.group(3)))
+    return found
+
+
 def _log_time(line):
     return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
 
@@ -359,6 +372,7 @@ def filestore_part(bench, args):
     ssh_connects, ssh_commands = ssh_costs(mgr, args.fs_runs)
     return {
         "steps": [steps[name] for name in names if name in steps],
+        "clones": list(clone_times(mgr.odoos[0].log_path, set(names)).values()),
         "phases": step_phases(mgr.odoos[0].log_path, operations),
         "ssh_connect": ssh_connects,
         "ssh_command": ssh_commands,
@@ -428,6 +442,12 @@ def report(bare, batches, fs, terminated_in, leaks, versions):
                 f"Its remote step (clone beside the filestore copy, remote.provision): median "
                 f"{step:.3f} s, {step / fs_bare:.2f}x the bare clone (target "
                 f"{TARGET_FS_VS_BARE}x: {met})"
+            )
+        if fs["clones"]:
+            whole, create = (statistics.median(part) for part in zip(*fs["clones"], strict=True))
+            print(
+                f"Its clone (the clone's side of the remote step): CREATE DATABASE {create:.3f} s, "
+                f"with the new identity and the handover {whole:.3f} s (medians)"
             )
         if fs["phases"]:
             before, remote, after = (

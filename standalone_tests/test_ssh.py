@@ -807,3 +807,23 @@ def test_staged_copy_of_a_killed_client_is_removed_by_the_host(make_settings, tm
     assert wait_until_gone(token), "the staged program outlived the process that started it"
     assert not dst.exists()
     assert leftovers(dst.parent) == []
+
+
+def test_staged_copy_dropped_without_an_end_is_removed_by_the_host(make_settings, tmp_path):
+    """A staged copy its caller lost (the operation's generator gone): once nothing
+    refers to it, its channel closes and the host removes the sibling."""
+    src = tmp_path / "filestore" / "tpl"
+    make_tree(src)
+    dst = tmp_path / "filestore" / "client1"
+    session = ssh.SshSession(make_settings()).open()
+    try:
+        staged = filestore.stage_copy(session, str(src), str(dst))
+        assert leftovers(dst.parent) == [Path(staged.tmp).name]
+        del staged
+        deadline = time.monotonic() + 20
+        while leftovers(dst.parent):
+            assert time.monotonic() < deadline, "the sibling outlived its dropped copy"
+            time.sleep(0.1)
+        assert not dst.exists()
+    finally:
+        session.close()
