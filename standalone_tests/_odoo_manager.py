@@ -39,6 +39,8 @@ OPERATION_CRON = "ir_cron_saas_operation_run"
 PARTIAL_MARK = ".saas-copy-"
 # The transfer's programs on a host: python3 -c SCRIPT saas-send|saas-restore ...
 HOST_PROGRAMS = ("saas-send", "saas-restore")
+# limit_time_real_cron of the manager's Odoo: a day, in effect none.
+CRON_TIME_LIMIT_S = 24 * 3600
 
 
 class RpcError(RuntimeError):
@@ -222,7 +224,11 @@ class Manager:
                 "workers": 0,
                 "max_cron_threads": self.cron_threads,
                 "gevent_port": util.free_port(),
-                "limit_time_real_cron": 0,
+                # No time limit on the cron thread (a kill -9 test or a bench run may
+                # take long): a threaded Odoo 18 reads 0 as unset and applies
+                # limit_time_real (120 s) instead, reloading itself mid-operation
+                # (only prefork workers read 0 as no limit).
+                "limit_time_real_cron": CRON_TIME_LIMIT_S,
             },
             serve_args=("--log-level=info",),
         )
