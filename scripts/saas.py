@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -140,10 +141,16 @@ def start_or_die(stack, service, label, option):
 def run_lint():
     lint = venv("lint")
     util.log("lint: ruff check, ruff format --check, pylint-odoo")
+    # At a lower CPU priority: `test` runs it beside the Odoo suite, which sets the
+    # pace (lint checks no timing; the test suites do, so they are left alone).
+    nice = ("nice", "-n", "10")
     checks = (
-        ([str(lint / "bin" / "ruff"), "check", "."], ROOT),
-        ([str(lint / "bin" / "ruff"), "format", "--check", "."], ROOT),
-        ([str(lint / "bin" / "pylint"), f"--rcfile={ROOT / '.pylintrc'}", str(ROOT)], ROOT.parent),
+        ([*nice, str(lint / "bin" / "ruff"), "check", "."], ROOT),
+        ([*nice, str(lint / "bin" / "ruff"), "format", "--check", "."], ROOT),
+        (
+            [*nice, str(lint / "bin" / "pylint"), f"--rcfile={ROOT / '.pylintrc'}", str(ROOT)],
+            ROOT.parent,
+        ),
     )
     results = [subprocess.run(argv, cwd=cwd, check=False).returncode for argv, cwd in checks]
     return "pass" if not any(results) else "FAIL"
@@ -153,7 +160,8 @@ def run_pytest(python, pytest_args, log_path=None, env=None):
     """Run the standalone suite; return (passed, "N passed" or the last line).
 
     Its output goes to this terminal, or to ``log_path`` when given; ``env``: more
-    environment variables."""
+    environment variables. Exit status 5 (every test deselected, e.g. by ``-k``)
+    passes as "0 passed"."""
     argv = [str(python), "-m", "pytest", "-p", "no:cacheprovider", *pytest_args]
     lines = []
     with contextlib.ExitStack() as stack:
@@ -171,89 +179,160 @@ def run_pytest(python, pytest_args, log_path=None, env=None):
             out.flush()
             lines.append(line)
         code = process.wait()
-    if code == 0:
+    if code in (0, 5):
         counts = re.findall(r"[0-9]+ passed", "".join(lines))
         return True, counts[-1] if counts else "0 passed"
-    last = lines[-1] if lines else f"exit {code}"
+    # The conftest's own verdict (e.g. a module the urllib3 2.x part leaves out).
+    notes = [line for line in lines if line.startswith("conftest: ")]
+    last = notes[-1] if notes else lines[-1] if lines else f"exit {code}"
     return False, last.strip().strip("=").strip()
 
 
-def standalone_matrix(pytest_args, background_while, odoo_python=None):
-    """The standalone suite with urllib3 1.26, then 2.x; return (ok, summary text).
+class Job(threading.Thread):
+    """A part of ``scripts/saas.py test`` run beside the others; ``result`` once joined."""
 
-    The 2.x run waits for the first (both use the same system user and process
-    names), and runs beside ``background_while`` (the Odoo suite) when given, so
-    that it costs no wall time: it is mostly waiting on sockets and subprocesses.
-    With ``odoo_python`` (the Odoo virtualenv's), the first run also runs the
-    tests that start real Odoo processes (test_operations_crash: kill -9 of the
-    manager mid-operation, two Odoo processes); the second skips them (they do
-    not depend on urllib3).
-    """
-    util.log("standalone suite: pytest standalone_tests (urllib3 1.26)")
-    env = {"SAAS_ODOO_PYTHON": str(odoo_python)} if odoo_python else {"SAAS_NO_ODOO_CRASH": "1"}
-    first = run_pytest(venv("test") / "bin" / "python", pytest_args, env=env)
-    second = None
-    if REQUIREMENTS["test-urllib3-2"].exists():
-        python2 = venv("test-urllib3-2") / "bin" / "python"
-        log_path = Path(tempfile.mkstemp(prefix="saas_manager_urllib3_2.", suffix=".log")[1])
-        util.log(f"standalone suite with urllib3 2.x (log: {log_path})")
-        outcome = {}
-        worker = threading.Thread(
-            target=lambda: outcome.update(
-                r=run_pytest(python2, pytest_args, log_path, env={"SAAS_NO_ODOO_CRASH": "1"})
+    def __init__(self, name, target):
+        super().__init__(name=name, daemon=True)
+        self.target_function = target
+        self.result = None
+        self.started_at = self.ended_at = None
+
+    def run(self):
+        self.started_at = time.monotonic()
+        try:
+            self.result = self.target_function()
+        except Exception as exc:  # reported in the summary, not lost in the thread
+            self.result = (False, f"{type(exc).__name__}: {exc}")
+        finally:
+            self.ended_at = time.monotonic()
+
+    def outcome(self):
+        self.join()
+        return self.result or (False, "did not run")
+
+    def took(self):
+        return f"{self.ended_at - self.started_at:.0f} s" if self.ended_at else "?"
+
+
+def logged_part(label, python, part, pytest_args, env=None):
+    """One part of the standalone suite (conftest's SAAS_STANDALONE_PART) into a log file
+    of its own, its tail shown when it fails; return (passed, summary)."""
+    log_path = Path(tempfile.mkstemp(prefix=f"saas_manager_{part}.", suffix=".log")[1])
+    util.log(f"standalone suite, {label} (log: {log_path})")
+    env = {"SAAS_STANDALONE_PART": part, **(env or {})}
+    result = run_pytest(python, pytest_args, log_path, env=env)
+    if not result[0]:
+        sys.stdout.write(f"--- {label}: the end of {log_path}\n" + util.tail(log_path, 200))
+        if os.environ.get("CI"):
+            shutil.copy(log_path, Path(tempfile.gettempdir()) / f"saas_manager_{part}_tests.log")
+    log_path.unlink(missing_ok=True)
+    return result
+
+
+def start_beside(odoo_src, odoo_python, test_python, pytest_args):
+    """Start the Odoo suite and the kill -9 tests on threads; return their two jobs."""
+    jobs = [
+        Job("odoo suite", lambda: odoo_suite(odoo_src, odoo_python)),
+        Job(
+            "kill -9 tests",
+            lambda: logged_part(
+                "kill -9 tests (test_operations_crash, real Odoo processes)",
+                test_python,
+                "crash",
+                pytest_args,
+                env={"SAAS_ODOO_PYTHON": str(odoo_python)},
             ),
-            daemon=True,
-        )
-        worker.start()
-        if background_while is not None:
-            background_while()
-        worker.join()
-        second = outcome.get("r", (False, "did not run"))
-        if not second[0]:
-            sys.stdout.write(util.tail(log_path, 200))
-        log_path.unlink(missing_ok=True)
-    elif background_while is not None:
-        background_while()
-    ok = first[0] and (second is None or second[0])
-    detail = first[1] + (f"; urllib3 2.x: {second[1]}" if second else "")
-    return ok, f"{'pass' if ok else 'FAIL'} ({detail})"
+        ),
+    ]
+    for job in jobs:
+        job.start()
+    return jobs
+
+
+def lint_and_standalone(args, test_python, http_python):
+    """In this thread, one after the other: lint, the standalone suite but the kill -9
+    tests (urllib3 1.26, on this terminal), its modules on the HTTP stack again with
+    urllib3 2.x. Return (lint result or None, [(label, passed, text)], {step: s})."""
+    lint = None
+    took = {}
+    mark = time.monotonic()
+    if args.lint:
+        lint = run_lint()
+        took["lint"] = time.monotonic() - mark
+        mark = time.monotonic()
+    util.log("standalone suite: pytest standalone_tests (urllib3 1.26; the kill -9 tests apart)")
+    parts = [("", *run_pytest(test_python, args.pytest_args, env={"SAAS_STANDALONE_PART": "main"}))]
+    took["standalone"] = time.monotonic() - mark
+    mark = time.monotonic()
+    if http_python is not None:
+        label = "its modules on the HTTP stack again, with urllib3 2.x"
+        parts.append(("urllib3 2.x: ", *logged_part(label, http_python, "http", args.pytest_args)))
+        took["urllib3 2.x"] = time.monotonic() - mark
+    return lint, parts, took
 
 
 def cmd_test(args):
+    """Lint, the standalone suite in its three parts and the Odoo suite, side by side.
+
+    Wall time is the Odoo suite's (about 12 minutes alone): everything else runs
+    beside it, on threads that wait on child processes.
+
+    - the Odoo suite (when an Odoo tree is found), started first;
+    - the kill -9 tests (standalone part ``crash``: real Odoo processes killed
+      mid-operation, about 6 minutes, mostly waiting for a restarted Odoo's cron);
+    - in this thread, one after the other: lint, the standalone suite but those
+      tests (part ``main``, urllib3 1.26, on this terminal), then its tests on the
+      HTTP stack again with urllib3 2.x (part ``http``, what Odoo 18 uses on Python
+      3.12). ``main`` and ``http`` never overlap: their tests look for their own
+      programs by name (pgrep -f) and would see each other's.
+
+    The other standalone modules never import requests, urllib3 or boto3: running
+    them a second time tested nothing new (standalone_tests/conftest.py,
+    ``http_stack_chain``; ``main`` fails if one of them sends through urllib3).
+    """
     odoo_src = find_odoo_src()
     debs = list(BASE_DEBS)
-    if args.odoo and odoo_src:
+    with_odoo = args.odoo and odoo_src is not None
+    if with_odoo:
         debs += [*ODOO_DEBS, "chromium"]
     if not machine.ensure_debs(*debs):
         die("cannot install the Debian packages this suite needs")
     results = {"lint": "skipped", "standalone": "skipped", "odoo": "skipped"}
-    failed = False
-    if args.lint:
-        results["lint"] = run_lint()
-        failed = results["lint"] != "pass"
-
-    odoo = {}
-    background = None
-    odoo_python = None
     if not args.odoo:
         results["odoo"] = "skipped (--no-odoo)"
     elif odoo_src is None:
         results["odoo"] = f"skipped ({NO_ODOO_TREE})"
         util.log("Odoo suite skipped: no Odoo 18.0 tree found in $ODOO_SRC or /opt/odoo-18.0")
-    else:
-        odoo_python = venv("odoo") / "bin" / "python"
-
-        def background():
-            odoo["r"] = odoo_suite(odoo_src, odoo_python)
-
-    standalone_ok, results["standalone"] = standalone_matrix(
-        args.pytest_args, background, odoo_python
+    # The virtualenvs first, here: made (or found) one at a time.
+    test_python = venv("test") / "bin" / "python"
+    http_python = (
+        venv("test-urllib3-2") / "bin" / "python"
+        if REQUIREMENTS["test-urllib3-2"].exists()
+        else None
     )
+    odoo_python = venv("odoo") / "bin" / "python" if with_odoo else None
+    if args.lint:
+        venv("lint")
+    started = time.monotonic()
+    jobs = start_beside(odoo_src, odoo_python, test_python, args.pytest_args) if with_odoo else []
+
+    lint, parts, took = lint_and_standalone(args, test_python, http_python)
+    results["lint"] = lint or "skipped"
+    failed = results["lint"] not in ("pass", "skipped")
+    odoo_job, crash_job = jobs if jobs else (None, None)
+    if crash_job is not None:
+        parts.insert(1, ("kill -9: ", *crash_job.outcome()))
+    standalone_ok = all(ok for _label, ok, _text in parts)
+    detail = "; ".join(f"{label}{text}" for label, _ok, text in parts)
+    results["standalone"] = f"{'pass' if standalone_ok else 'FAIL'} ({detail})"
     failed = failed or not standalone_ok
-    if "r" in odoo:
-        ok, text = odoo["r"]
+    if odoo_job is not None:
+        ok, text = odoo_job.outcome()
         results["odoo"] = f"{'pass' if ok else 'FAIL'} ({text})"
         failed = failed or not ok
+    timings = [f"{name} {seconds:.0f} s" for name, seconds in took.items()]
+    timings += [f"beside them: {job.name} {job.took()}" for job in jobs]
+    util.log(f"test: {time.monotonic() - started:.0f} s in all ({', '.join(timings)})")
     print(
         f"SUMMARY: {'FAIL' if failed else 'PASS'} | lint: {results['lint']} | "
         f"standalone: {results['standalone']} | odoo: {results['odoo']}",
@@ -350,22 +429,25 @@ def odoo_suite(odoo_src, python, tags=None):
             # dbfilter: the test server serves its instances too (their login and
             # reset-password pages), not only the database under test.
             server = OdooServer(work, odoo_src, python, pg, options={"dbfilter": ".*"})
-            os.environ.update(suite_environment(server, sshd, target_pg, target_sshd, s3))
+            # Given to Odoo's processes, not set here: other parts of `test` run beside.
+            env = suite_environment(server, sshd, target_pg, target_sshd, s3)
             server.write_config()
             once = ("-d", db, "--stop-after-init")
 
             util.log("Odoo suite: database with base and mail")
             if server.run(
-                *once, "-i", "base,mail", "--log-level=warn", log=work / "base.log", check=False
-            ):
+                *once, "-i", "base,mail", "--log-level=warn", log=work / "base.log", env=env,
+                check=False,
+            ):  # fmt: skip
                 print(util.tail(work / "base.log"), end="")
                 return False, "base and mail did not install"
 
             util.log("Odoo suite: installing saas_manager")
             install_log = work / "install.log"
             code = server.run(
-                *once, "-i", "saas_manager", "--log-level=info", log=install_log, check=False
-            )
+                *once, "-i", "saas_manager", "--log-level=info", log=install_log, env=env,
+                check=False,
+            )  # fmt: skip
             warnings = grep_lines(
                 install_log, r"^[0-9-]+ [0-9:,]+ [0-9]+ (WARNING|ERROR|CRITICAL) "
             )
@@ -385,6 +467,7 @@ def odoo_suite(odoo_src, python, tags=None):
                 "--log-level=test",
                 f"--screenshots={work / 'screenshots'}",
                 log=tests_log,
+                env=env,
                 check=False,
             )
             shown = grep_lines(

@@ -11,9 +11,17 @@ A test module uses a fixture by naming it; helpers that tests call directly
 - ``sshd`` (session): a private sshd (``sandbox.sshd.Sshd``, passwords accepted too)
   where ``client_keys`` are authorised for the current user; ``make_settings`` gives
   ``remote.ssh.SshSettings`` for it.
+
+Which part of the suite runs: ``SAAS_STANDALONE_PART`` (set by ``scripts/saas.py
+test``, which runs the parts side by side) keeps only ``crash`` (the kill -9 tests
+of ``test_operations_crash``, real Odoo processes), everything but them (``main``),
+or the modules on the HTTP stack (``http``, run again with urllib3 2.x; see
+:func:`http_stack_chain`). Unset, everything is collected.
 """
 
+import ast
 import contextlib
+import functools
 import hashlib
 import itertools
 import os
@@ -222,3 +230,143 @@ def make_settings(sshd, client_keys):
         return settings_for(sshd, client_keys[0]["ed25519"][0], **overrides)
 
     return make
+
+
+# --- the parts of the suite ---------------------------------------------------------
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_DIR = TESTS_DIR.parent
+CRASH_MODULE = "test_operations_crash.py"
+PARTS = ("main", "crash", "http")
+# Third-party packages that are the HTTP stack whose two majors the suite is run
+# with (urllib3 1.26 and 2.x): requests and urllib3, and boto3/botocore, which send
+# through urllib3.
+HTTP_STACK = frozenset({"requests", "urllib3", "boto3", "botocore", "s3transfer"})
+
+
+def _local_module(name):
+    """The file of a module of this repository (``remote.x``, ``sandbox.x``, or one
+    of this folder's, such as ``_http_peer``) named ``name``, else None."""
+    for base in (REPO_DIR, TESTS_DIR):
+        path = base.joinpath(*name.split("."))
+        for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _imports(path, everywhere):
+    """Names of the modules ``path`` imports: at module level (with ``everywhere``, in
+    functions too), relative ones resolved, and ``from a import b`` as ``a`` and ``a.b``."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = path.parent.relative_to(REPO_DIR).parts if path.is_relative_to(REPO_DIR) else ()
+    if path.parent == TESTS_DIR:
+        package = ()
+    nodes = ast.walk(tree) if everywhere else tree.body
+    names = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            parts = [*package[: len(package) - node.level + 1]] if node.level else []
+            base = ".".join([*parts, node.module] if node.module else parts)
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def http_stack_chain(path, _seen=None):
+    """How the test module ``path`` reaches the HTTP stack: the chain of imports from it
+    to ``requests``/``urllib3``/``boto3``/``botocore``, or None.
+
+    Followed: every import of the test module (in its functions too), then the
+    module-level imports of the repository's modules it names, transitively. A
+    repository module's import inside a function (``storage.open_storage`` imports
+    ``storage_s3`` only for an S3 storage) is not followed: it is reached only by a
+    call, and the ``main`` run checks calls (:func:`pytest_sessionfinish`).
+    """
+    seen = set() if _seen is None else _seen
+    path = Path(path).resolve()
+    if path in seen:
+        return None
+    seen.add(path)
+    is_test = _seen is None
+    for name in sorted(_imports(path, everywhere=is_test)):
+        if name.split(".")[0] in HTTP_STACK:
+            return [str(path.relative_to(REPO_DIR)), name]
+        local = _local_module(name)
+        if local is not None:
+            chain = http_stack_chain(local, seen)
+            if chain:
+                return [str(path.relative_to(REPO_DIR)), *chain]
+    return None
+
+
+@functools.cache
+def parts_of(path):
+    """The parts the test module at ``path`` (a str) belongs to."""
+    if Path(path).name == CRASH_MODULE:
+        return frozenset({"crash"})
+    return frozenset({"main", "http"} if http_stack_chain(path) else {"main"})
+
+
+def pytest_collection_modifyitems(config, items):
+    part = os.environ.get("SAAS_STANDALONE_PART")
+    if not part:
+        return
+    if part not in PARTS:
+        raise pytest.UsageError(f"SAAS_STANDALONE_PART={part!r}: one of {', '.join(PARTS)}")
+    kept = [item for item in items if part in parts_of(str(item.path))]
+    dropped = [item for item in items if part not in parts_of(str(item.path))]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+# In the main run: the modules whose tests sent a request through urllib3 (requests and
+# botocore both end in HTTPConnectionPool.urlopen), so that one the http part would
+# leave out fails the run instead of going untested with urllib3 2.x.
+_sent_by = set()
+_running = {}
+_missed = []
+
+
+def pytest_configure(config):
+    if os.environ.get("SAAS_STANDALONE_PART") != "main":
+        return
+    try:
+        from urllib3.connectionpool import HTTPConnectionPool
+    except ImportError:
+        return
+    urlopen = HTTPConnectionPool.urlopen
+
+    def watched_urlopen(self, *args, **kwargs):
+        if _running.get("path"):
+            _sent_by.add(_running["path"])
+        return urlopen(self, *args, **kwargs)
+
+    HTTPConnectionPool.urlopen = watched_urlopen
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    _running["path"] = item.path
+    try:
+        yield
+    finally:
+        _running["path"] = None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    missed = sorted(path.name for path in _sent_by if "http" not in parts_of(str(path)))
+    if missed:
+        _missed.append(
+            f"conftest: {', '.join(missed)} sent HTTP through urllib3, yet the urllib3 2.x "
+            "run leaves it out (http_stack_chain finds no import of the HTTP stack in it)"
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in _missed:
+        terminalreporter.write_line(line, red=True)
