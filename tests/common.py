@@ -6,6 +6,7 @@ import uuid
 import psycopg2
 from psycopg2 import sql as psql
 
+from odoo.modules import module as odoo_module
 from odoo.tests import HttpCase, TransactionCase
 from odoo.tools import config, mute_logger
 
@@ -162,6 +163,27 @@ def unique_db_name(prefix):
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
+# shared_template_key -> (database name, connection params, filestore root) of the
+# ready template the tests of that key share, once made.
+_shared_templates = {}
+
+
+def _next_class_shares(cls, key):
+    """Whether the test class that runs after ``cls`` shares the template ``key``.
+
+    Odoo's test suite (odoo.tests.suite.OdooSuite.run) sets ``module.current_test`` to
+    the next test before it calls the previous class's tearDownClass; after the last
+    test it is still that test, of ``cls``: nothing follows. Anything unexpected
+    reads as "does not share" (the template is dropped, made again if needed).
+    """
+    following = type(getattr(odoo_module, "current_test", None))
+    return (
+        following is not cls
+        and issubclass(following, SelfManagedCase)
+        and following.shared_template_key == key
+    )
+
+
 class SelfManagedCase(HttpCase, SaasCase):
     """The Odoo running the tests as its own managed server (a real peer)."""
 
@@ -206,6 +228,49 @@ class SelfManagedCase(HttpCase, SaasCase):
         self.assertEqual(action["params"]["type"], "info", action)
         self.run_operations()
         return instance
+
+    # Tests of classes naming the same key share one ready template (shared_template).
+    shared_template_key = None
+
+    @classmethod
+    def tearDownClass(cls):
+        key = cls.shared_template_key
+        if key in _shared_templates and not _next_class_shares(cls, key):
+            db_name, pg, filestore_root = _shared_templates.pop(key)
+            postgres.drop_database(pg, db_name)
+            shutil.rmtree(os.path.join(filestore_root, db_name), ignore_errors=True)
+        super().tearDownClass()
+
+    def shared_template(self, name="Shared template"):
+        """A ready template on this server, made once for the tests of this class and
+        of the classes run right after it with the same ``shared_template_key``.
+
+        The first test that asks makes it through the engine (about 25 s: a new
+        database and its modules, through the server's database service); the next
+        ones adopt its database (a ``saas.template`` record of their own, each test's
+        records being rolled back, set ready). Dropped with its filestore at the end
+        of the last of those classes. Tests that change its database put it back.
+        """
+        key = type(self).shared_template_key
+        self.assertTrue(key, f"{type(self).__name__} names no shared_template_key")
+        Template = self.env["saas.template"]
+        if key in _shared_templates:
+            template = Template.create(
+                {"name": name, "database_name": _shared_templates[key][0],
+                 "server_id": self.server.id}
+            )  # fmt: skip
+            template.sudo().write({"state": "ready"})
+            return template
+        template = Template.create(
+            {"name": name, "database_name": unique_db_name("saas_tpl"), "server_id": self.server.id}
+        )
+        # Kept before it is made: a half-made one is dropped at the end too.
+        _shared_templates[key] = (template.database_name, self.pg, self.filestore_root)
+        if not template._create_database():
+            # Failed: the engine removed what it made; the next test tries again.
+            del _shared_templates[key]
+            self.fail(f"the shared template was not made: {template.error}")
+        return template
 
     def make_template(self, **vals):
         values = {

@@ -27,7 +27,11 @@ def flip_byte(data, offset):
 class BackupCase(SelfManagedCase):
     """What the backup tests share: a running instance with a marker and an attached
     file, backups through the queue, restores through the wizard. No tests here (it
-    is imported by other test modules)."""
+    is imported by other test modules). Its classes share one template, made by the
+    first test that needs it (TestBackupStorages and TestBackups run one after the
+    other)."""
+
+    shared_template_key = "backups"
 
     def setUp(self):
         super().setUp()
@@ -43,8 +47,8 @@ class BackupCase(SelfManagedCase):
         return path
 
     def ready_instance(self):
-        template = self.make_template(name="Backup template")
-        self.assertTrue(template._create_database(), template.error)
+        """A running instance, provisioned from the backup classes' shared template."""
+        template = self.shared_template(name="Backup template")
         instance = self.make_instance(template, send_invitation=False)
         self.provision(instance)
         self.assertEqual(instance.state, "running", instance.error)
@@ -273,9 +277,12 @@ class TestBackups(BackupCase):
         self.server.max_instances = 3
 
         # A server lacking a module of the backup is refused before anything is made.
-        self.query_commit(
-            backup.instance_id.template_id.database_name,
-            "DELETE FROM ir_module_module WHERE name = 'auth_signup'",
+        # (Its template, shared with the other backup tests, has it back afterwards.)
+        template_db = backup.instance_id.template_id.database_name
+        rename = "UPDATE ir_module_module SET name = %s WHERE name = %s"
+        self.query_commit(template_db, rename, ["saas_test_hidden_auth_signup", "auth_signup"])
+        self.addCleanup(
+            self.query_commit, template_db, rename, ["auth_signup", "saas_test_hidden_auth_signup"]
         )
         with self.assertRaisesRegex(UserError, "auth_signup"):
             self.restore_as_new(backup, f"{db}_ref", name="Refused")
