@@ -205,30 +205,24 @@ class Bench:
         return databases, stores
 
 
-def remote_step_times(log_path, names):
-    """{database: seconds} of the remote provision step (clone beside the filestore
-    copy, ``remote.provision``), from the lines it logs in Odoo's log."""
+def logged_times(log_path, names, pattern):
+    """{database: seconds, ...} from the lines of Odoo's log that ``pattern`` matches:
+    its first group the database (one of ``names``), the others seconds."""
     found = {}
-    pattern = re.compile(r"Provisioned (\S+) from \S+ in ([0-9.]+) s")
+    regex = re.compile(pattern)
     with open(log_path, encoding="utf-8", errors="replace") as handle:
         for line in handle:
-            match = pattern.search(line)
+            match = regex.search(line)
             if match and match.group(1) in names:
-                found[match.group(1)] = float(match.group(2))
+                found[match.group(1)] = tuple(float(group) for group in match.groups()[1:])
     return found
 
 
-def clone_times(log_path, names):
-    """{database: (clone with its identity and handover, CREATE DATABASE alone)} in
-    seconds, from the line ``remote.postgres.clone_database`` logs in Odoo's log."""
-    found = {}
-    pattern = re.compile(r"Cloned template \S+ into (\S+) .* in ([0-9.]+) s \(copy ([0-9.]+) s\)")
-    with open(log_path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            match = pattern.search(line)
-            if match and match.group(1) in names:
-                found[match.group(1)] = (float(match.group(2)), float(match.group(3)))
-    return found
+# The remote provision step (clone beside the staged copy), as remote.provision logs it.
+PROVISIONED_LINE = r"Provisioned (\S+) from \S+ in ([0-9.]+) s"
+# The clone with its identity and handover, and CREATE DATABASE alone, as
+# remote.postgres.clone_database logs them.
+CLONED_LINE = r"Cloned template \S+ into (\S+) .* in ([0-9.]+) s \(copy ([0-9.]+) s\)"
 
 
 def _log_time(line):
@@ -245,7 +239,7 @@ def step_phases(log_path, operations):
     """
     started, provisioned = {}, {}
     start_re = re.compile(r"Operation (\d+) \(provision\) attempt 1 started")
-    step_re = re.compile(r"Provisioned (\S+) from \S+ in ([0-9.]+) s")
+    step_re = re.compile(PROVISIONED_LINE)
     with open(log_path, encoding="utf-8", errors="replace") as handle:
         for line in handle:
             if match := start_re.search(line):
@@ -368,12 +362,13 @@ def filestore_part(bench, args):
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     names = [f"bench_fs_{number:02d}" for number in range(args.fs_runs)]
-    steps = remote_step_times(mgr.odoos[0].log_path, set(names))
+    log_path = mgr.odoos[0].log_path
+    steps = logged_times(log_path, set(names), PROVISIONED_LINE)
     ssh_connects, ssh_commands = ssh_costs(mgr, args.fs_runs)
     return {
-        "steps": [steps[name] for name in names if name in steps],
-        "clones": list(clone_times(mgr.odoos[0].log_path, set(names)).values()),
-        "phases": step_phases(mgr.odoos[0].log_path, operations),
+        "steps": [steps[name][0] for name in names if name in steps],
+        "clones": list(logged_times(log_path, set(names), CLONED_LINE).values()),
+        "phases": step_phases(log_path, operations),
         "ssh_connect": ssh_connects,
         "ssh_command": ssh_commands,
         "files": files,
