@@ -65,18 +65,6 @@ TEMPLATE = "bench_ops_tpl"
 TARGET_FS_VS_BARE = 1.5
 
 
-class BenchManager(om.Manager):
-    """The crash tests' manager, its cron thread without a time limit: a threaded
-    Odoo 18 reads ``limit_time_real_cron = 0`` as unset (``limit_time_real``, 120 s,
-    applies; only prefork workers read 0 as no limit) and would reload itself in the
-    middle of a long run, such as the termination of every instance."""
-
-    def new_odoo(self, name):
-        server = super().new_odoo(name)
-        server.options["limit_time_real_cron"] = 24 * 3600
-        return server
-
-
 def percentile(values, fraction):
     ordered = sorted(values)
     if not ordered:
@@ -481,7 +469,7 @@ def main():
     if reason and "virtualenv" not in reason:
         raise SystemExit(f"bench: {reason}")
     work = Path(tempfile.mkdtemp(prefix="saas_manager_bench_ops.", dir="/tmp"))
-    mgr = BenchManager(work, python=sys.executable, durable=not args.fast_pg, cron_threads=1)
+    mgr = om.Manager(work, python=sys.executable, durable=not args.fast_pg, cron_threads=1)
     with contextlib.ExitStack() as stack:
         stack.callback(lambda: util.log(f"kept {work}") if args.keep else shutil.rmtree(work, True))
         stack.callback(mgr.stop)

@@ -253,9 +253,14 @@ def _kill_cluster(cluster):
             os.kill(victim, signal.SIGKILL)
 
 
-def _host_programs_left():
+def _host_programs_left(database):
+    """The copy programs (and pg_dump) of this database's pass still running: named by
+    the database (other tests, the kill -9 ones beside, may be moving theirs)."""
     found = subprocess.run(
-        ["pgrep", "-f", "saas-send|saas-restore"], capture_output=True, text=True, check=False
+        ["pgrep", "-f", f"(saas-send|saas-restore|pg_dump).*{database}"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return found.stdout.split()
 
@@ -297,6 +302,7 @@ def test_target_postgres_killed_mid_copy_fails_cleanly(pg, params, make_settings
             assert worker.is_alive(), f"the copy ended before its load: {outcome}"
             assert time.monotonic() < deadline, "the load never started"
             time.sleep(0.05)
+        assert _host_programs_left(name), "the pass's programs are found by their name"
         _kill_cluster(dying)
         worker.join(120)
         assert not worker.is_alive(), "the pass did not end after its target died"
@@ -305,8 +311,8 @@ def test_target_postgres_killed_mid_copy_fails_cleanly(pg, params, make_settings
         for secret in (dying.owner_password, pg.owner_password):
             assert secret not in str(error)
         deadline = time.monotonic() + 20
-        while _host_programs_left():
-            assert time.monotonic() < deadline, f"left running: {_host_programs_left()}"
+        while _host_programs_left(name):
+            assert time.monotonic() < deadline, f"left running: {_host_programs_left(name)}"
             time.sleep(0.2)
         assert rows(pg, name, "SELECT count(*) FROM res_partner") == [(partners,)]
         dying.stop()
