@@ -219,15 +219,13 @@ def stage_copy(session, src_dir, dst_dir, *, temp_dir=None, close_session=False,
     try:
         src, dst, tmp = _copy_paths(src_dir, dst_dir, temp_dir)
         timeout = session.settings.command_timeout if timeout is None else timeout
-        staged = _start_stage(session, src, dst, tmp, timeout)
+        staged = _start_stage(session, src, dst, tmp, timeout, close_session)
     except BaseException:
         if close_session:
             session.close()
         raise
     if staged is None and close_session:
         session.close()
-    elif staged is not None:
-        staged.close_session = close_session
     return staged
 
 
@@ -243,7 +241,7 @@ def _copy_paths(src_dir, dst_dir, temp_dir):
     raise InvalidInput(f"{temp_dir!r} is not a partial copy name of {dst} (see partial_copy_path)")
 
 
-def _start_stage(session, src, dst, tmp, timeout):
+def _start_stage(session, src, dst, tmp, timeout, close_session):
     who, target = session.who, session.target
     started = time.monotonic()
     process = RemoteProcess(
@@ -257,7 +255,7 @@ def _start_stage(session, src, dst, tmp, timeout):
                 _logger.info(
                     "ssh %s: linked %s into %s in %.2f s", who, src, tmp, time.monotonic() - started
                 )
-                return StagedCopy(session, process, src, dst, tmp, started)
+                return StagedCopy(session, process, src, dst, tmp, started, close_session)
     except SshError:
         # Stopped mid-copy (no word within the timeout, connection lost): the channel
         # closed, the program's group is killed; remove the sibling if we can.
@@ -289,12 +287,12 @@ class StagedCopy:
     it too). Not thread-safe: one caller publishes or discards it, once.
     """
 
-    def __init__(self, session, process, src, dst, tmp, started):
+    def __init__(self, session, process, src, dst, tmp, started, close_session):
         self.session = session
         self.process = process
         self.src, self.dst, self.tmp = src, dst, tmp
         self.started = started
-        self.close_session = False
+        self.close_session = close_session  # the session ends with this copy
         self.ended = False
 
     def __del__(self):

@@ -47,14 +47,13 @@ class ProvisionResult:
 def _stage_filestore(ssh_settings, source_dir, target_dir, temp_dir):
     """Connect and link the template's filestore into ``temp_dir`` (the hidden
     sibling of ``target_dir``); the session closes with the staged copy."""
-    session = ssh.SshSession(ssh_settings)
-    try:
-        session.open()
-    except BaseException:
-        session.close()
-        raise
+    # open() keeps nothing when it fails; from then on stage_copy closes the session.
     return filestore.stage_copy(
-        session, source_dir, target_dir, temp_dir=temp_dir, close_session=True
+        ssh.SshSession(ssh_settings).open(),
+        source_dir,
+        target_dir,
+        temp_dir=temp_dir,
+        close_session=True,
     )
 
 
