@@ -138,6 +138,8 @@ class Sshd(ProcessService):
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def _write_config(self):
+        set_env = [line for line in self.extra_config if line.split(None, 1)[0] == "SetEnv"]
+        others = [line for line in self.extra_config if line not in set_env]
         lines = [
             f"Port {self.port}",
             f"ListenAddress {LOOPBACK}",
@@ -157,7 +159,14 @@ class Sshd(ProcessService):
             "X11Forwarding no",
             "LogLevel VERBOSE",
             "MaxStartups 50",
-            *self.extra_config,
+            # A managed host's deploy user, not this machine's root: bash reads
+            # ~/.bashrc for a command from sshd only as a top-level shell (SHLVL
+            # unset or 0), and root's here runs `pyenv init`, 0.15-0.2 s of CPU per
+            # command, where a Debian user's default .bashrc returns at once when
+            # not interactive. With SHLVL=1 a command starts in a few milliseconds.
+            # sshd takes the first SetEnv only: the caller's variables join this one.
+            " ".join(["SetEnv SHLVL=1", *(line.split(None, 1)[1] for line in set_env)]),
+            *others,
         ]
         self.config_path.write_text("\n".join(lines) + "\n")
         return self.config_path

@@ -700,7 +700,7 @@ def prepare_demo_database(args, server, pg, sshd, run_dir, data_dir, smtp):
 def cmd_bench(args):
     if args.which in ("provision", "operations", "backup", "transfer"):
         odoo_tree()
-        need_debs("postgresql", "openssh-server", "openssh-client", "python3-venv")
+        need_debs(*BASE_DEBS, "openssh-client", *ODOO_DEBS)
         python, script = venv("odoo") / "bin" / "python", SCRIPTS / f"bench_{args.which}.py"
     else:
         python, script = venv("test") / "bin" / "python", SCRIPTS / "bench_health_sweep.py"
