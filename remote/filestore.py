@@ -302,7 +302,7 @@ class StagedCopy:
             with contextlib.suppress(Exception):
                 self.process.close()
                 if self.close_session:
-                    self.session.close()
+                    self.session.close(keep=False)  # never into a pool from a finaliser
 
     def __repr__(self):
         state = "ended" if self.ended else "staged"

@@ -11,6 +11,8 @@ programs watch: they then kill ``pg_dump``/``psql`` and exit.
 import json
 import shlex
 
+from paramiko.ssh_exception import SSHException
+
 from .exceptions import SshError, SshTimeout
 from .storage import READ_CHUNK
 
@@ -303,15 +305,13 @@ class RemoteProcess:
     def __init__(self, session, argv, idle_timeout):
         self.who = session.who
         # SshSession has no public streaming call: the channel goes over its
-        # authenticated, host-key-checked transport.
-        transport = session._require_transport()
+        # authenticated, host-key-checked connection.
+        self.channel = session.open_channel(30, window_size=WINDOW_BYTES, max_packet_size=64 * 1024)
         try:
-            self.channel = transport.open_session(
-                window_size=WINDOW_BYTES, max_packet_size=64 * 1024, timeout=30
-            )
             self.channel.settimeout(idle_timeout)
             self.channel.exec_command("exec " + shlex.join(argv))
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, SSHException) as exc:
+            self.channel.close()
             raise SshError(f"cannot start a command on {session.target}: {exc}") from None
         self.idle_timeout = idle_timeout
         self._stderr = bytearray()

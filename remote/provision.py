@@ -47,9 +47,10 @@ class ProvisionResult:
 def _stage_filestore(ssh_settings, source_dir, target_dir, temp_dir):
     """Connect and link the template's filestore into ``temp_dir`` (the hidden
     sibling of ``target_dir``); the session closes with the staged copy."""
-    # open() keeps nothing when it fails; from then on stage_copy closes the session.
+    # open() keeps nothing when it fails; from then on stage_copy closes the session
+    # (its connection is kept for the next provision or termination on this server).
     return filestore.stage_copy(
-        ssh.SshSession(ssh_settings).open(),
+        ssh.SshSession(ssh_settings, reuse=True).open(),
         source_dir,
         target_dir,
         temp_dir=temp_dir,
@@ -177,6 +178,6 @@ def remove(pg_params, ssh_settings, databases=(), directories=()):
     for name in databases:
         postgres.drop_database(pg_params, name)
     if directories:
-        with ssh.SshSession(ssh_settings) as session:
+        with ssh.SshSession(ssh_settings, reuse=True) as session:
             for path in directories:
                 filestore.remove_tree(session, path)

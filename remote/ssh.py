@@ -8,7 +8,10 @@
         result = session.run(["du", "-s", "/var/lib/odoo/filestore/client1"])
 
 File operations over a session (copy, remove) are in :mod:`.filestore`; key parsing
-is in :mod:`.ssh_keys`.
+is in :mod:`.ssh_keys`. ``SshSession(settings, reuse=True)`` takes an idle
+connection kept for exactly these settings and gives it back when it closes
+(:mod:`.ssh_pool`): the provisions and terminations on one server share one
+handshake.
 
 Security rules:
 
@@ -55,6 +58,7 @@ from paramiko.ssh_exception import (
     SSHException,
 )
 
+from . import ssh_pool
 from .exceptions import (
     InvalidInput,
     SshAuthError,
@@ -257,10 +261,14 @@ class SshSession:
     call :meth:`open` and :meth:`close`. One thread at a time per session.
     """
 
-    def __init__(self, settings):
+    def __init__(self, settings, *, reuse=False, pool=None):
         self.settings = settings
         self._client = None
         self._who = f"{settings.username}@{settings.target}"
+        # reuse: take an idle connection kept for these settings, give it back on
+        # close (see :mod:`.ssh_pool`).
+        self._pool = (ssh_pool.POOL if pool is None else pool) if reuse else None
+        self._reused = False  # the open connection came from the pool
 
     def __repr__(self):
         state = "open" if self._client is not None else "closed"
@@ -294,6 +302,9 @@ class SshSession:
         """
         if self._client is not None:
             return self
+        return self._open(from_pool=self._pool is not None)
+
+    def _open(self, from_pool):
         settings = self.settings
         target = settings.target
         if not settings.host or not isinstance(settings.host, str):
@@ -304,6 +315,13 @@ class SshSession:
             raise InvalidInput(f"no SSH user set for {target}")
         if not settings.connect_timeout > 0 or not settings.command_timeout > 0:
             raise InvalidInput(f"the SSH timeouts for {target} must be positive")
+        if from_pool:
+            # Kept only under the digest of these very credentials and pin.
+            self._client = self._pool.take(ssh_pool.pool_key(settings))
+            if self._client is not None:
+                self._reused = True
+                _logger.debug("ssh %s: reusing a kept connection", self._who)
+                return self
         # Everything that can be refused offline is refused before the first packet.
         pinned = parse_host_keys(settings.host_key, target)
         pkey = load_private_key(settings.private_key, settings.private_key_passphrase, self._who)
@@ -404,12 +422,22 @@ class SshSession:
             return SshError(f"SSH handshake with {target} failed: {exc}")
         return SshError(f"SSH connection to {target} failed: {type(exc).__name__}: {exc}")
 
-    def close(self):
-        """Close the connection (safe to call more than once)."""
+    def close(self, *, keep=True):
+        """Close the session (safe to call more than once). With ``reuse``, its live
+        connection is kept for the next session instead, unless ``keep`` is False."""
         client, self._client = self._client, None
-        if client is not None:
-            client.close()
-            _logger.debug("ssh %s: closed", self._who)
+        self._reused = False
+        if client is None:
+            return
+        if (
+            keep
+            and self._pool is not None
+            and self._pool.give(ssh_pool.pool_key(self.settings), client)
+        ):
+            _logger.debug("ssh %s: connection kept for reuse", self._who)
+            return
+        client.close()
+        _logger.debug("ssh %s: closed", self._who)
 
     def _require_transport(self):
         transport = self._client.get_transport() if self._client is not None else None
@@ -417,6 +445,32 @@ class SshSession:
             self.close()
             raise SshError(f"the SSH session with {self._who} is not open")
         return transport
+
+    def open_channel(self, timeout, **kwargs):
+        """A new channel on this session's connection (``Transport.open_session``
+        arguments). A kept connection that turns out dead is replaced by a new one,
+        once: nothing ran on it. Raises :class:`SshError`."""
+        while True:
+            transport = self._client.get_transport() if self._client is not None else None
+            error = None
+            if transport is not None and transport.is_active():
+                # A live connection answers within one round trip: a kept one that
+                # does not within the connect timeout is taken for dead.
+                wait = min(timeout, self.settings.connect_timeout) if self._reused else timeout
+                try:
+                    return transport.open_session(timeout=wait, **kwargs)
+                except (SSHException, EOFError, OSError) as exc:
+                    error = exc
+            if not self._reused:
+                self.close(keep=False)  # a connection that gives no channel is not kept
+                if error is None:
+                    raise SshError(f"the SSH session with {self._who} is not open")
+                raise SshError(
+                    f"cannot open an SSH channel to {self.settings.target}: {error}"
+                ) from error
+            _logger.info("ssh %s: a kept connection had ended; connecting again", self._who)
+            self.close(keep=False)
+            self._open(from_pool=False)
 
     # --- commands -----------------------------------------------------------
 
@@ -468,12 +522,8 @@ class SshSession:
         return result
 
     def _run(self, command, deadline, timeout, cap, kill_on_timeout=True):
-        transport = self._require_transport()
         target = self.settings.target
-        try:
-            channel = transport.open_session(timeout=max(deadline - time.monotonic(), 0.1))
-        except (SSHException, EOFError, OSError) as exc:
-            raise SshError(f"cannot open an SSH channel to {target}: {exc}") from exc
+        channel = self.open_channel(max(deadline - time.monotonic(), 0.1))
         try:
             # exec_command waits for the server's answer without a timeout of its own;
             # closing the channel releases it.

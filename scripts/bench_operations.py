@@ -303,6 +303,18 @@ def attach_filestore(bench, directory, files, size):
         conn.close()
 
 
+def provision_row(bench, name):
+    """Provision one instance of the bench template; its operation's row once done."""
+    mgr = bench.mgr
+    (instance_id,) = mgr.create_instances(bench.template_id, [name])
+    bench.made.append(instance_id)
+    mgr.provision(instance_id)
+    (row,) = mgr.wait_operations_ended([("instance_id", "=", instance_id)], 1, 300)
+    if row["state"] != "done":
+        raise SystemExit(f"provision failed: {row['error']}")
+    return row
+
+
 def filestore_part(bench, args):
     mgr = bench.mgr
     source = mgr.filestore(TEMPLATE)
@@ -314,8 +326,9 @@ def filestore_part(bench, args):
     files = sum(len(names) for _root, _dirs, names in os.walk(source))
     du = subprocess.run(["du", "-sm", str(source)], capture_output=True, text=True, check=True)
     mgr.set_param("saas_manager.max_parallel_operations", 1)
-    bare, provisions, operations = [], [], []
+    bare, provisions, operations, floor = [], [], [], []
     cp_a, cp_al = [], []
+    aside = source.with_name(source.name + ".bench-aside")
     scratch = Path(tempfile.mkdtemp(prefix=".bench-cp.", dir=mgr.filestore_root))
     try:
         # Interleaved, so that a change of the machine's load touches them all alike;
@@ -325,14 +338,16 @@ def filestore_part(bench, args):
             if number % 2 == 0:
                 bare += bench.bare_clones(1, f"bench_fs_bare_{number:02d}")
             name = f"bench_fs_{number:02d}"
-            (instance_id,) = mgr.create_instances(bench.template_id, [name])
-            bench.made.append(instance_id)
-            mgr.provision(instance_id)
-            (row,) = mgr.wait_operations_ended([("instance_id", "=", instance_id)], 1, 300)
-            if row["state"] != "done":
-                raise SystemExit(f"provision failed: {row['error']}")
+            row = provision_row(bench, name)
             provisions.append(row["duration_s"])
             operations.append((row["id"], name, row["duration_s"]))
+            # The floor: the same provision (same database, 20 000 attachment rows)
+            # with the template's filestore moved aside, so that nothing is linked.
+            source.rename(aside)
+            try:
+                floor.append(provision_row(bench, f"bench_fs_floor_{number:02d}")["duration_s"])
+            finally:
+                aside.rename(source)
             if number % 2 == 1:
                 bare += bench.bare_clones(1, f"bench_fs_bare_{number:02d}")
             cp_a.append(timed(["cp", "-a", f"{source}/.", str(scratch / f"a{number}")]))
@@ -364,6 +379,7 @@ def filestore_part(bench, args):
         "db_mb": db_size / 1024 / 1024,
         "bare": bare,
         "provision": provisions,
+        "floor": floor,
         "cp_a": cp_a,
         "cp_al": cp_al,
         "du_one": du_one.stdout.split()[0] if du_one.stdout else "?",
@@ -415,6 +431,13 @@ def report(bare, batches, fs, terminated_in, leaks, versions):
             f"clone, target {TARGET_FS_VS_BARE}x: {verdict}); "
             f"cp -a {statistics.median(fs['cp_a']):.3f} s; "
             f"cp -al {statistics.median(fs['cp_al']):.3f} s"
+        )
+        floor = statistics.median(fs["floor"])
+        print(
+            f"The same provision with the template's filestore moved aside (same database, "
+            f"nothing to link), interleaved: median {floor:.3f} s ({floor / fs_bare:.2f}x the "
+            f"bare clone); the filestore adds {fs_prov - floor:+.3f} s "
+            f"({(fs_prov - floor) / floor:+.0%})"
         )
         fs_p95 = percentile(fs["provision"], 0.95)
         print(f"Whole provision p95 {fs_p95:.3f} s ({fs_p95 / fs_bare:.2f}x the bare clone)")

@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 from psycopg2 import sql
 
-from remote import ssh
+from remote import ssh, ssh_pool
 from remote.postgres import ConnectionParams
 from sandbox import postgres
 from sandbox import sshd as sandbox_sshd
@@ -53,6 +53,15 @@ _names = itertools.count(1)
 
 
 # --- PostgreSQL -------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def no_kept_ssh_connections():
+    """Each test starts without the SSH connections an earlier one kept for reuse
+    (remote.ssh_pool): a test that counts connections counts its own."""
+    ssh_pool.POOL.clear()
+    yield
+    ssh_pool.POOL.clear()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import pytest
 from conftest import config, make_template, unique
 
 from remote.exceptions import DatabaseExists, RemotePathExists, SshHostKeyError
-from remote.provision import provision, taken
+from remote.provision import provision, remove, taken
 
 
 @pytest.fixture
@@ -74,6 +74,20 @@ def test_ssh_refused_drops_the_clone(pg, params, make_settings, filestores):
         run(params, make_settings(host_key=stranger), template, target, filestores)
     assert target not in pg.databases()
     assert not (filestores / target).exists()
+
+
+def test_provisions_in_turn_reuse_one_ssh_connection(pg, params, make_settings, filestores, caplog):
+    """The connection of a provision's filestore copy is kept (remote.ssh_pool) for
+    the next provision and the termination on the same server: one handshake."""
+    caplog.set_level(logging.INFO, logger="remote.ssh")
+    template = make_template(pg)
+    targets = [unique("inst"), unique("inst")]
+    for target in targets:
+        assert run(params, make_settings(), template, target, filestores).filestore_copied
+    remove(params, make_settings(), targets, [str(filestores / name) for name in targets])
+    assert len(ssh_connections(caplog)) == 1
+    assert not any(name in pg.databases() for name in targets)
+    assert not any((filestores / name).exists() for name in targets)
 
 
 def partial_copies(root, target):
