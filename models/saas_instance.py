@@ -698,15 +698,26 @@ class SaasInstance(models.Model):
             # Found by the copy's own check on the host, before it made anything
             # there; the clone beside it was dropped, the directory never journalled.
             raise OperationError(self._not_ours_message(_("directory %s", target_dir))) from None
+        except exceptions.DatabaseExists:
+            # Made by someone else since the check: CREATE DATABASE refused it, and
+            # the engine marked its entry as existing, so it is never dropped.
+            raise OperationError(
+                self._not_ours_message(_("database %s", self.database_name))
+            ) from None
         if result.staged is not None:
             # The target directory was free when the copy began (checked on the host):
-            # journalled now, then renamed into place.
+            # journalled now, then renamed into place. One that appears meanwhile is
+            # refused by the rename and marked existing (never removed).
             try:
                 yield RemoteStep(
                     _("Putting the filestore in place"),
                     result.staged.publish,
                     makes=(Made("directory", server.id, target_dir),),
                 )
+            except exceptions.RemotePathExists:
+                raise OperationError(
+                    self._not_ours_message(_("directory %s", target_dir))
+                ) from None
             finally:
                 result.staged.discard()  # nothing once published
         self._write_state({"state": "running", "provisioned_date": fields.Datetime.now()})

@@ -505,6 +505,8 @@ class _Runner:
         run.future = None
         finished = False
         try:
+            if error is not None:
+                self._disown(run, error)
             # StopIteration is caught inside: leaving the savepoint on it would roll
             # back the operation's last writes (its result).
             with self.env.cr.savepoint():
@@ -516,7 +518,7 @@ class _Runner:
                 except StopIteration:
                     finished = True
                 else:
-                    self._journal(operation, step)
+                    run.step_entries = self._journal(operation, step)
             operation._commit()
         except Exception as exc:  # every failure ends the operation, recorded
             self._fail(run, exc)
@@ -527,21 +529,44 @@ class _Runner:
         run.future = self.pool.submit(step.func, *step.args, **step.kwargs)
 
     def _journal(self, operation, step):
+        """Record the step under way and what it is about to make; those entries."""
         if not isinstance(step, RemoteStep):
             raise TypeError(f"operation {operation.kind} yielded {step!r}, not a RemoteStep")
         operation.write({"step": step.label})
-        if step.makes:
-            self.env["saas.operation.journal"].create(
-                [
-                    {
-                        "operation_id": operation.id,
-                        "attempt": operation.attempt,
-                        "kind": made.kind,
-                        "server_id": made.server_id,
-                        "name": made.name,
-                    }
-                    for made in step.makes
-                ]
+        Journal = self.env["saas.operation.journal"]
+        if not step.makes:
+            return Journal
+        return Journal.create(
+            [
+                {
+                    "operation_id": operation.id,
+                    "attempt": operation.attempt,
+                    "kind": made.kind,
+                    "server_id": made.server_id,
+                    "name": made.name,
+                }
+                for made in step.makes
+            ]
+        )
+
+    def _disown(self, run, error):
+        """The step refused to make a database or directory that exists already: it
+        was there before, someone else's. Its entry is marked so (committed before
+        anything is undone), and no undo ever removes it."""
+        if isinstance(error, exceptions.DatabaseExists):
+            kind, name = "database", error.name
+        elif isinstance(error, exceptions.RemotePathExists):
+            kind, name = "directory", error.path
+        else:
+            return
+        entries = (run.step_entries or self.env["saas.operation.journal"]).filtered(
+            lambda entry: entry.state == "pending" and (entry.kind, entry.name) == (kind, name)
+        )
+        if entries:
+            entries.write({"state": "existing", "error": False})
+            run.operation._commit()
+            _logger.warning(
+                "Operation %s: %s %s existed already; left alone", run.operation.id, kind, name
             )
 
     def _finish(self, run):
@@ -721,10 +746,11 @@ class _Runner:
 
 
 class _Running:
-    __slots__ = ("future", "generator", "operation", "started")
+    __slots__ = ("future", "generator", "operation", "started", "step_entries")
 
     def __init__(self, operation, generator):
         self.operation = operation
         self.generator = generator
         self.future = None
         self.started = time.monotonic()
+        self.step_entries = None  # the journal entries of the step under way

@@ -7,8 +7,10 @@ class SaasOperationJournal(models.Model):
     Written and committed before the step that makes it starts. ``pending``:
     may exist, removed if the attempt fails or its worker dies; ``kept``: the
     operation succeeded and the thing belongs to its record now (what Terminate
-    drops); ``removed``: undone. A database frozen (``read_only``) or opened to
-    connections (``connections``) by a move is undone by thawing or closing it.
+    drops); ``removed``: undone; ``existing``: its step refused to make it because
+    it was there already, someone else's, so it is never removed. A database frozen
+    (``read_only``) or opened to connections (``connections``) by a move is undone
+    by thawing or closing it.
     """
 
     _name = "saas.operation.journal"
@@ -32,7 +34,12 @@ class SaasOperationJournal(models.Model):
     server_id = fields.Many2one("saas.server", required=True, readonly=True, ondelete="cascade")
     name = fields.Char(required=True, readonly=True, help="Database name, or path on the server.")
     state = fields.Selection(
-        [("pending", "Pending"), ("kept", "Kept"), ("removed", "Removed")],
+        [
+            ("pending", "Pending"),
+            ("kept", "Kept"),
+            ("removed", "Removed"),
+            ("existing", "Existed already (left alone)"),
+        ],
         default="pending",
         required=True,
         readonly=True,

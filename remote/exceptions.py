@@ -71,7 +71,15 @@ class DatabaseError(RemoteError):
 
 
 class DatabaseExists(DatabaseError):
-    """The target database of a clone already exists."""
+    """The target database of a clone already exists; ``name`` is that database.
+
+    Whoever journalled it as about to be made now knows it was not made: it was
+    there before, someone else's (``saas.operation`` never drops it then).
+    """
+
+    def __init__(self, message, name=None):
+        super().__init__(message)
+        self.name = name
 
 
 # --- SSH -------------------------------------------------------------------
@@ -103,7 +111,12 @@ class SshCommandError(SshError):
 
 
 class RemotePathExists(SshError):
-    """A copy was refused because its target already exists."""
+    """A copy was refused because its target already exists; ``path`` is that path
+    (like :class:`DatabaseExists`: not made by the refused step, never removed)."""
+
+    def __init__(self, message, path=None):
+        super().__init__(message)
+        self.path = path
 
 
 # --- backup storages and backups ------------------------------------------

@@ -270,7 +270,7 @@ def _start_stage(session, src, dst, tmp, timeout, close_session):
     if status in (_EXISTS, _TEMP_EXISTS):
         existing = dst if status == _EXISTS else tmp
         _logger.warning("ssh %s: not copying %s: %s already exists", who, src, existing)
-        raise RemotePathExists(f"{existing} already exists on {target}")
+        raise RemotePathExists(f"{existing} already exists on {target}", path=existing)
     result = CommandResult(status, output.decode("utf-8", "replace"), errors)
     if status == _NOT_A_DIRECTORY:
         raise _command_error(session, f"cannot copy {src}: not a directory", result)
@@ -336,7 +336,7 @@ class StagedCopy:
             _logger.warning(
                 "ssh %s: not renaming %s: %s exists now", session.who, self.tmp, self.dst
             )
-            raise RemotePathExists(f"{self.dst} already exists on {session.target}")
+            raise RemotePathExists(f"{self.dst} already exists on {session.target}", path=self.dst)
         result = CommandResult(status, "", errors)
         raise _command_error(session, f"renaming {self.tmp} to {self.dst} failed", result)
 

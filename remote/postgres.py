@@ -473,7 +473,7 @@ def _copy(conn_params, template, target, strategy):
     with _session(conn_params, MAINTENANCE_DB, failure) as conn, conn.cursor() as cr:
         version = _server_version_num(cr)
         if _exists(cr, target):
-            raise DatabaseExists(f"Database {target!r} already exists on {where}.")
+            raise DatabaseExists(f"Database {target!r} already exists on {where}.", name=target)
         if not _exists(cr, template):
             raise DatabaseError(f"Template database {template!r} does not exist on {where}.")
         used_strategy = _choose_strategy(strategy, version, template)
@@ -481,7 +481,9 @@ def _copy(conn_params, template, target, strategy):
             _create_from_template(cr, conn_params, template, target, used_strategy)
         except psycopg2.Error as exc:
             if _is_duplicate_database(exc):
-                raise DatabaseExists(f"Database {target!r} already exists on {where}.") from None
+                raise DatabaseExists(
+                    f"Database {target!r} already exists on {where}.", name=target
+                ) from None
             raise
     return version, used_strategy
 

@@ -85,7 +85,7 @@ def _create_database(conn_params, database):
         conn.cursor() as cr,
     ):
         if postgres._exists(cr, database):
-            raise DatabaseExists(f"Database {database!r} already exists on {where}.")
+            raise DatabaseExists(f"Database {database!r} already exists on {where}.", name=database)
         try:
             # As Odoo's own restore creates it (_create_empty_database).
             cr.execute(
@@ -95,7 +95,9 @@ def _create_database(conn_params, database):
             )
         except psycopg2.Error as exc:
             if postgres._is_duplicate_database(exc):
-                raise DatabaseExists(f"Database {database!r} already exists on {where}.") from None
+                raise DatabaseExists(
+                    f"Database {database!r} already exists on {where}.", name=database
+                ) from None
             raise
 
 
@@ -196,10 +198,10 @@ def restore_backup(
     started = time.monotonic()
     where = f"{conn_params.host}:{conn_params.port}"
     if postgres.database_exists(conn_params, database):
-        raise DatabaseExists(f"Database {database!r} already exists on {where}.")
+        raise DatabaseExists(f"Database {database!r} already exists on {where}.", name=database)
     for path in (target_dir, temp_dir):
         if filestore.exists(session, path):
-            raise RemotePathExists(f"{path} already exists on {session.target}")
+            raise RemotePathExists(f"{path} already exists on {session.target}", path=path)
     size, sha256 = verify(storage, key, expected_sha256)
 
     created = False
@@ -218,7 +220,9 @@ def restore_backup(
         if members:
             result = session.run(["sh", "-c", RENAME_SCRIPT, "saas-rename", temp_dir, target_dir])
             if result.exit_status == 5:
-                raise RemotePathExists(f"{target_dir} already exists on {session.target}")
+                raise RemotePathExists(
+                    f"{target_dir} already exists on {session.target}", path=target_dir
+                )
             if result.exit_status != 0:
                 raise BackupError(
                     f"cannot rename {temp_dir} to {target_dir} on {session.target}: "

@@ -125,6 +125,36 @@ class BackupCase(SelfManagedCase):
             self.config_params(source.database_name)["database.uuid"],
         )
 
+    def assert_foreign_targets_left_alone(self, backup, db):
+        """A database, then a filestore directory, of the new instance's name on the
+        server that are someone else's: the restore refuses each, and never drops or
+        removes it (its journal entry is marked existing)."""
+        foreign = self.create_foreign_database()
+        self.query_commit(foreign, "CREATE TABLE theirs (x int)")
+        clash = self.restore_as_new(backup, foreign, name="Foreign name")
+        self.assertEqual(clash.state, "failed")
+        self.assertIn("already exists", clash.error)
+        self.assertEqual(self.query(foreign, "SELECT count(*) FROM theirs"), [(0,)])
+        entries = (
+            self.env["saas.operation"]
+            .search(
+                [("kind", "=", "restore"), ("backup_id", "=", backup.id)], order="id desc", limit=1
+            )
+            .journal_ids
+        )
+        self.assertEqual(
+            entries.filtered(lambda e: e.name == foreign).state,
+            "existing",
+            entries.mapped(lambda e: (e.kind, e.name, e.state)),
+        )
+        theirs_dir = os.path.join(self.filestore_root, f"{db}_dir")
+        os.makedirs(os.path.join(theirs_dir, "theirs"))
+        self.addCleanup(shutil.rmtree, theirs_dir, True)
+        clash_dir = self.restore_as_new(backup, f"{db}_dir", name="Foreign directory")
+        self.assertEqual(clash_dir.state, "failed")
+        self.assertTrue(os.path.isdir(os.path.join(theirs_dir, "theirs")))
+        self.assertFalse(self.databases_like(f"{db}_dir"))
+
     def assert_corrupted_refused(self, backup, new_db):
         """A restore of a corrupted object fails on its sha256; nothing is made."""
         doomed = self.restore_as_new(backup, new_db, name="Corrupted copy")
@@ -266,6 +296,8 @@ class TestBackups(BackupCase):
         self.assertEqual(doomed.state, "failed")
         self.assertFalse(self.databases_like(new_db))
         self.assertFalse(os.path.exists(os.path.join(self.filestore_root, new_db)))
+
+        self.assert_foreign_targets_left_alone(backup, db)
 
         # A full target server is refused before anything is made, counted as a
         # provision counts (the failed instance above does not take a slot).

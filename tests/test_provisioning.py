@@ -21,7 +21,8 @@ from odoo.sql_db import db_connect
 from odoo.tests import TransactionCase, tagged
 from odoo.tools import mute_logger
 
-from ..remote import exceptions, handover, postgres, ssh
+from ..remote import exceptions, handover, postgres, ssh, ssh_pool
+from ..remote import filestore as remote_filestore
 from .common import LOGGERS, SelfManagedCase
 
 
@@ -163,22 +164,89 @@ class TestProvisioning(SelfManagedCase):
             self.assertTrue(template._create_database(), template.error)
         source = os.path.join(self.filestore_root, template.database_name)
         os.makedirs(source, exist_ok=True)
+        ssh_pool.POOL.clear()  # none kept by an earlier test
         connect = ssh.SshSession._connect
         with patch.object(ssh.SshSession, "_connect", autospec=True, side_effect=connect) as made:
             first = self.provision(self.make_instance(template))
-        self.assertEqual(first.state, "running", first.error)
-        self.assertEqual(made.call_count, 1, "one SSH connection for the copy and its check")
-        self.assertEqual(first.invitation_state, "sent")
+            self.assertEqual(first.state, "running", first.error)
+            self.assertEqual(made.call_count, 1, "one SSH connection for the copy and its check")
+            self.assertEqual(first.invitation_state, "sent")
 
-        refused = exceptions.DatabaseError("no token for you")
-        with patch.object(handover, "issue_invitation", side_effect=refused):
-            second = self.provision(self.make_instance(template))
+            refused = exceptions.DatabaseError("no token for you")
+            with patch.object(handover, "issue_invitation", side_effect=refused):
+                second = self.provision(self.make_instance(template))
+            self.assertEqual(made.call_count, 1, "the next provision reuses the connection")
         self.assertEqual(second.state, "running", second.error)
         self.assertEqual(second.invitation_state, "failed")
         self.assertIn("no token for you", second.invitation_error)
         self.assertTrue(postgres.database_exists(self.pg, second.database_name))
         self.assertTrue(os.path.isdir(os.path.join(self.filestore_root, second.database_name)))
         self.assertEqual(second.operation_ids.state, "done")
+
+    def test_what_appears_meanwhile_is_never_removed(self):
+        """A database made by someone else between the name check and the clone, a
+        directory between the copy's staging and its rename: each is refused by the
+        step that would have made it, marked existing in the journal, left alone."""
+        template = self.make_template()
+        with mute_logger(*LOGGERS):
+            self.assertTrue(template._create_database(), template.error)
+        source = os.path.join(self.filestore_root, template.database_name)
+        os.makedirs(os.path.join(source, "ab"), exist_ok=True)
+        with open(os.path.join(source, "ab", "abcdef"), "w") as handle:
+            handle.write("attachment")
+
+        # Someone creates the database just after the check found the name free.
+        instance = self.make_instance(template)
+        name = instance.database_name
+        real_exists = postgres.database_exists
+
+        def free_then_taken(params, database):
+            found = real_exists(params, database)
+            conn = self.connect("postgres")
+            conn.autocommit = True
+            try:
+                with conn.cursor() as cr:
+                    cr.execute(f'CREATE DATABASE "{database}"')
+            finally:
+                conn.close()
+            self.drop_later(database)
+            return found
+
+        with patch.object(postgres, "database_exists", free_then_taken):
+            self.provision(instance)
+        self.assertEqual(instance.state, "failed")
+        self.assertIn("not this instance's", instance.error)
+        self.assertTrue(postgres.database_exists(self.pg, name), "someone else's: not dropped")
+        entry = instance.operation_ids.journal_ids.filtered(lambda e: e.kind == "database")
+        self.assertEqual(entry.state, "existing")
+        self.assertFalse(os.path.exists(os.path.join(self.filestore_root, name)))
+        self.assertFalse([n for n in os.listdir(self.filestore_root) if ".saas-copy-" in n])
+        instance.action_terminate()
+        self.assertTrue(postgres.database_exists(self.pg, name), "nor by Terminate")
+
+        # Someone creates the filestore directory between the staging and the rename.
+        other = self.make_instance(template)
+        target = os.path.join(self.filestore_root, other.database_name)
+        real_publish = remote_filestore.StagedCopy.publish
+
+        def appears_first(staged, timeout=60.0):
+            os.makedirs(os.path.join(staged.dst, "theirs"))
+            return real_publish(staged, timeout)
+
+        with patch.object(remote_filestore.StagedCopy, "publish", appears_first):
+            self.provision(other)
+        self.assertEqual(other.state, "failed")
+        self.assertIn("not this instance's", other.error)
+        self.assertTrue(os.path.isdir(os.path.join(target, "theirs")), "someone else's: kept")
+        entries = other.operation_ids.journal_ids
+        self.assertEqual(entries.filtered(lambda e: e.name == target).state, "existing")
+        self.assertEqual(
+            set((entries - entries.filtered(lambda e: e.name == target)).mapped("state")),
+            {"removed"},
+        )
+        self.assertFalse(postgres.database_exists(self.pg, other.database_name))
+        self.assertFalse([n for n in os.listdir(self.filestore_root) if ".saas-copy-" in n])
+        shutil.rmtree(target)
 
     def test_terminating_a_failed_instance_drops_nothing(self):
         """A provision that failed on another's database must not let Terminate drop it."""
