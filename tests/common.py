@@ -272,6 +272,15 @@ class SelfManagedCase(HttpCase, SaasCase):
             self.fail(f"the shared template was not made: {template.error}")
         return template
 
+    def put_template_file(self, template, name="ab/abcdef", content="attachment"):
+        """A file in ``template``'s filestore (made when missing), as an attachment
+        leaves one; returns the filestore's path."""
+        source = os.path.join(self.filestore_root, template.database_name)
+        os.makedirs(os.path.dirname(os.path.join(source, name)), exist_ok=True)
+        with open(os.path.join(source, name), "w") as handle:
+            handle.write(content)
+        return source
+
     def make_template(self, **vals):
         values = {
             "name": "Template",

@@ -28,6 +28,10 @@ from .common import LOGGERS, SelfManagedCase
 
 @tagged("post_install", "-at_install", "saas_slow")
 class TestProvisioning(SelfManagedCase):
+    # The tests that only provision from a template share one (its creation is tested
+    # by test_template_then_instances).
+    shared_template_key = "provisioning"
+
     # --- tests ---------------------------------------------------------------
 
     def test_template_then_instances(self):
@@ -126,9 +130,7 @@ class TestProvisioning(SelfManagedCase):
         self.assertIn("less than 10%", str(caught.exception))
 
     def test_failure_after_create_leaves_nothing(self):
-        template = self.make_template()
-        with mute_logger(*LOGGERS):
-            self.assertTrue(template._create_database(), template.error)
+        template = self.shared_template()
         instance = self.make_instance(template)
         # The filestore target exists already (someone else's): the copy's own check on
         # the host refuses it before linking anything, the clone made beside it is
@@ -159,9 +161,7 @@ class TestProvisioning(SelfManagedCase):
         """One SSH connection per provision (the copy checks its target on the host);
         the invitation token, issued in the remote step, never undoes a provision
         when it cannot be made."""
-        template = self.make_template()
-        with mute_logger(*LOGGERS):
-            self.assertTrue(template._create_database(), template.error)
+        template = self.shared_template()
         source = os.path.join(self.filestore_root, template.database_name)
         os.makedirs(source, exist_ok=True)
         ssh_pool.POOL.clear()  # none kept by an earlier test
@@ -187,13 +187,8 @@ class TestProvisioning(SelfManagedCase):
         """A database made by someone else between the name check and the clone, a
         directory between the copy's staging and its rename: each is refused by the
         step that would have made it, marked existing in the journal, left alone."""
-        template = self.make_template()
-        with mute_logger(*LOGGERS):
-            self.assertTrue(template._create_database(), template.error)
-        source = os.path.join(self.filestore_root, template.database_name)
-        os.makedirs(os.path.join(source, "ab"), exist_ok=True)
-        with open(os.path.join(source, "ab", "abcdef"), "w") as handle:
-            handle.write("attachment")
+        template = self.shared_template()
+        self.put_template_file(template)
 
         # Someone creates the database just after the check found the name free.
         instance = self.make_instance(template)

@@ -251,10 +251,7 @@ class TestFindingsOnRealSystems(SelfManagedCase):
         template = self.make_template()
         with mute_logger(*LOGGERS):
             self.assertTrue(template._create_database(), template.error)
-        source = os.path.join(self.filestore_root, template.database_name)
-        os.makedirs(os.path.join(source, "ab"), exist_ok=True)
-        with open(os.path.join(source, "ab", "file"), "w") as handle:
-            handle.write("attachment")
+        self.put_template_file(template, "ab/file")
         instance = self.make_instance(template)
         real_post = type(instance).message_post
 
